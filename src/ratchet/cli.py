@@ -1,0 +1,339 @@
+"""The command line: turns arguments into calls. Exit 0 on success, 2 on a usage or spec
+error (one line, never a traceback), 1 when a run could not go on."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from ratchet import workspace
+from ratchet.errors import RunError, UsageError
+from ratchet.journal import ExperimentRecord, Journal
+from ratchet.spec import SPEC_FILE, parse_duration
+
+app = typer.Typer(
+    name="ratchet",
+    help="Run the autoresearch loop: propose a change, measure it, keep it only if it improves.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+NameOption = Annotated[
+    str | None, typer.Option("--name", help="The run (default: [run] name in the spec).")
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    print(f"ratchet: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def guarded(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn ratchet's own errors into one line and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except UsageError as error:
+            fail(str(error), 2)
+        except (RunError, workspace.GitError) as error:
+            fail(str(error), 1)
+
+    return wrapper
+
+
+def _project() -> Path:
+    try:
+        return workspace.project_root(Path.cwd())
+    except workspace.GitError as error:
+        raise UsageError(str(error)) from None
+
+
+def _journal(project: Path) -> Journal:
+    from ratchet.engine import JOURNAL_FILE, state_dir
+
+    path = state_dir(project) / JOURNAL_FILE
+    if not path.exists():
+        raise UsageError("no runs yet in this project; start one with 'ratchet run'")
+    return Journal(path)
+
+
+def _run_name(journal: Journal, name: str | None) -> str:
+    runs = journal.runs()
+    if name is None:
+        if not runs:
+            raise UsageError("no runs yet in this project; start one with 'ratchet run'")
+        return runs[-1].name
+    if journal.run(name) is None:
+        known = ", ".join(r.name for r in runs) or "none"
+        raise UsageError(f"no run named '{name}' (runs: {known})")
+    return name
+
+
+def _duration(value: str | None, option: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# init ---------------------------------------------------------------------------------
+@app.command()
+@guarded
+def init(
+    force: Annotated[bool, typer.Option(help="Overwrite an existing ratchet.toml.")] = False,
+) -> None:
+    """Write a commented ratchet.toml and add .ratchet/ to .gitignore."""
+    from ratchet.templates import spec_template
+
+    project = _project()
+    target = project / SPEC_FILE
+    if target.exists() and not force:
+        raise UsageError(f"{SPEC_FILE} already exists; pass --force to overwrite it")
+    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
+    target.write_text(spec_template(files))
+    workspace.ensure_ignored(project)
+    console.print(f"wrote {SPEC_FILE} and added .ratchet/ to .gitignore; edit the spec, "
+                  "commit both, then run 'ratchet run'")  # fmt: skip
+
+
+# run ----------------------------------------------------------------------------------
+@app.command()
+@guarded
+def run(
+    name: NameOption = None,
+    max_experiments: Annotated[
+        int | None, typer.Option(help="Stop after this many experiments.", min=1)
+    ] = None,
+    max_time: Annotated[str | None, typer.Option(help="Stop after this long, e.g. 8h.")] = None,
+) -> None:
+    """Run the loop on this project, or continue the run of that name."""
+    project = _project()
+    outcome = _start(project, name, max_experiments, _duration(max_time, "--max-time"))
+    if outcome.incumbent is None:
+        raise typer.Exit(1)
+
+
+def _start(
+    project: Path, name: str | None, max_experiments: int | None, max_time: float | None
+) -> Any:
+    from ratchet.engine import Engine, Limits, open_journal
+    from ratchet.spec import load_spec
+    from ratchet.view import LiveView, PlainView
+
+    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
+    spec = load_spec(project, files)
+    limits = Limits(
+        max_experiments or spec.run.max_experiments,
+        max_time or spec.run.max_time,
+        spec.run.patience,
+        spec.run.target,
+    )
+    journal = open_journal(project)
+    view: LiveView | PlainView = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
+    try:
+        with view:
+            stopped = Engine(project, spec, journal, view, name, limits).run()
+    finally:
+        journal.close()
+    _summary(stopped, spec.metric.name, project)
+    return stopped
+
+
+def _summary(stopped: Any, metric: str, project: Path) -> None:
+    baseline, best = stopped.baseline, stopped.incumbent
+    if best is None or baseline is None:
+        return
+    from ratchet.engine import open_journal
+
+    journal = open_journal(project)
+    try:
+        counts = journal.counts(best.run)
+        run = journal.run(best.run)
+    finally:
+        journal.close()
+    assert run is not None
+    console.print(
+        f"{metric}: baseline {baseline.value:.6g} -> best {best.value:.6g} "
+        f"(#{best.id}, {(best.commit or '')[:7]}); {counts.experiments} experiments, "
+        f"{counts.keeps} keeps",
+        highlight=False,
+    )
+    console.print(f"branch {run.branch}; results in .ratchet/results.tsv", highlight=False)
+
+
+# status, log, show --------------------------------------------------------------------
+@app.command()
+@guarded
+def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
+    """Summarize a run: baseline, incumbent, counts by decision."""
+    journal = _journal(_project())
+    run_name = _run_name(journal, name)
+    run = journal.run(run_name)
+    assert run is not None
+    counts = journal.counts(run_name)
+    baseline, incumbent = journal.baseline(run_name), journal.incumbent(run_name)
+    last = journal.experiments(run_name, limit=1)
+    decisions = journal.decision_counts(run_name)
+    data: dict[str, Any] = {
+        "run": run_name,
+        "branch": run.branch,
+        "base_commit": run.base_commit,
+        "metric": run.metric,
+        "goal": run.goal,
+        "baseline": baseline.value if baseline else None,
+        "incumbent": {
+            "value": incumbent.value,
+            "experiment": incumbent.id,
+            "commit": incumbent.commit,
+        }
+        if incumbent
+        else None,
+        "experiments": counts.experiments,
+        "keeps": counts.keeps,
+        "since_keep": counts.since_keep,
+        "elapsed_seconds": round(counts.elapsed, 3),
+        "cost_usd": counts.cost_usd,
+        "decisions": decisions,
+        "last": last[0].to_json(with_patch=False) if last else None,
+    }
+    journal.close()
+    if as_json:
+        _print_json(data)
+        return
+    table = Table.grid(padding=(0, 2))
+    table.add_row("run", f"{run_name} (branch {run.branch}, base {run.base_commit[:7]})")
+    table.add_row("metric", f"{run.metric} ({run.goal})")
+    table.add_row("baseline", _fmt(baseline.value if baseline else None))
+    if incumbent:
+        table.add_row("incumbent", f"{_fmt(incumbent.value)} (#{incumbent.id}, "
+                      f"{(incumbent.commit or '')[:7]})")  # fmt: skip
+    table.add_row("experiments", f"{counts.experiments} ({counts.keeps} keeps, "
+                  f"{counts.since_keep} since the last keep)")  # fmt: skip
+    table.add_row("decisions", ", ".join(f"{k} {v}" for k, v in sorted(decisions.items())))
+    table.add_row("elapsed", f"{counts.elapsed:.0f}s")
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+@app.command()
+@guarded
+def log(
+    name: NameOption = None,
+    limit: Annotated[int | None, typer.Option(help="Only the newest N experiments.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List a run's experiments with their decisions and whys."""
+    from ratchet.view import decision_style
+
+    journal = _journal(_project())
+    records = journal.experiments(_run_name(journal, name), limit=limit)
+    journal.close()
+    if as_json:
+        _print_json([r.to_json(with_patch=False) for r in records])
+        return
+    table = Table(header_style="bold", box=None)
+    for column in ("#", "decision", "value", "files", "why"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        table.add_row(str(r.id), Text(r.decision or r.stage, style=decision_style(r.decision)),
+                      _fmt(r.value), ", ".join(r.files), r.why or "")  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+@guarded
+def show(
+    experiment: Annotated[int, typer.Argument(help="The experiment's number.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one experiment: its patch, rationale, why and output tail."""
+    journal = _journal(_project())
+    record = journal.experiment(experiment)
+    if record is None:
+        journal.close()
+        raise UsageError(f"no experiment #{experiment}; 'ratchet log' lists them")
+    measurements = journal.measurements(experiment)
+    journal.close()
+    if as_json:
+        _print_json({**record.to_json(), "measurements": [m.__dict__ for m in measurements]})
+        return
+    _show_record(record, measurements[-1].output if measurements else "")
+
+
+def _show_record(record: ExperimentRecord, output: str) -> None:
+    from ratchet.view import decision_style
+
+    title = Text.assemble((f"experiment #{record.id} ", "bold"),
+                          (record.decision or record.stage, decision_style(record.decision)))  # fmt: skip
+    console.print(title)
+    console.print(f"run {record.run}, parent {record.parent[:7]}, proposer {record.proposer}, "
+                  f"commit {(record.commit or '-')[:7]}", highlight=False)  # fmt: skip
+    console.print(f"value: {_fmt(record.value)}", highlight=False)
+    console.print(f"why: {record.why}", highlight=False)
+    console.print(f"rationale: {record.rationale}", highlight=False)
+    if record.patch:
+        console.print(Syntax(record.patch, "diff", theme="ansi_dark", background_color="default"))
+    if output:
+        tail = "\n".join(output.splitlines()[-40:])
+        console.print(Text("output (tail):", style="bold"))
+        console.print(Text(tail))
+
+
+# demo ---------------------------------------------------------------------------------
+@app.command()
+@guarded
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Where to put the demo project.")] = Path(
+        "ratchet-demo"
+    ),
+    max_experiments: Annotated[
+        int | None, typer.Option(help="Stop after this many experiments.", min=1)
+    ] = None,
+    max_time: Annotated[
+        str | None, typer.Option(help="Stop after this long (default: the demo's 2m).")
+    ] = None,
+) -> None:
+    """Copy the bundled training example into DIRECTORY and improve it, offline."""
+    from ratchet.demo import prepare_demo
+
+    project = prepare_demo(directory.resolve())
+    console.print(f"demo project in {project}", highlight=False)
+    started = time.monotonic()
+    outcome = _start(project, None, max_experiments, _duration(max_time, "--max-time"))
+    console.print(f"demo finished in {time.monotonic() - started:.0f}s; see 'git -C {directory} "
+                  f"log ratchet/default' and {directory}/.ratchet/results.tsv", highlight=False)  # fmt: skip
+    if outcome.incumbent is None:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,415 @@
+"""The loop: brief -> propose -> apply -> scope check -> measure -> decide -> record -> advance.
+
+The engine alone decides, writes the journal and moves the run branch. The journal is
+written before the branch moves, so a restart after `kill -9` can always bring the
+branch up to the journal and mark whatever was in flight `interrupted`.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ratchet import workspace
+from ratchet.brief import build_brief, write_brief
+from ratchet.environment import Redactor, child_environment
+from ratchet.errors import RunError, UsageError
+from ratchet.journal import ExperimentRecord, Journal, RunRecord, append_tsv, export_tsv
+from ratchet.measure import Measurement, format_seconds, measure_candidate
+from ratchet.policy import Samples, improvement, policy_for
+from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext, make_proposer
+from ratchet.sandbox import kill_leftover, pidfile_for, sandbox_for
+from ratchet.spec import Spec
+from ratchet.workspace import GitError, Slot
+
+JOURNAL_FILE = "journal.db"
+RESULTS_FILE = "results.tsv"
+MAX_MEASUREMENTS = 20  # a policy that keeps asking to measure again is cut off here
+
+
+def state_dir(project: Path) -> Path:
+    return project / workspace.STATE_DIR
+
+
+def open_journal(project: Path) -> Journal:
+    return Journal(state_dir(project) / JOURNAL_FILE)
+
+
+# events, for whoever watches the run --------------------------------------------------
+@dataclass(frozen=True)
+class RunStarted:
+    run: RunRecord
+    proposer: str
+    sandbox: str
+    resumed: bool
+    interrupted: list[int]
+    incumbent: ExperimentRecord | None
+
+
+@dataclass(frozen=True)
+class StageStarted:
+    experiment: int
+    stage: str  # proposing | measuring
+    budget: float
+    at: float
+
+
+@dataclass(frozen=True)
+class ExperimentDecided:
+    record: ExperimentRecord
+    incumbent: ExperimentRecord
+
+
+@dataclass(frozen=True)
+class RunStopped:
+    reason: str
+    incumbent: ExperimentRecord | None
+    baseline: ExperimentRecord | None
+
+
+Event = RunStarted | StageStarted | ExperimentDecided | RunStopped
+Observer = Callable[[Event], None]
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM: finish the bookkeeping of the experiment in flight and stop."""
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_experiments: int | None
+    max_time: float | None
+    patience: int | None
+    target: float | None
+
+
+class Engine:
+    def __init__(
+        self,
+        project: Path,
+        spec: Spec,
+        journal: Journal,
+        observer: Observer = lambda event: None,
+        run_name: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.project = project
+        self.spec = spec
+        self.journal = journal
+        self.observe = observer
+        self.name = run_name or spec.run.name
+        self.limits = limits or Limits(
+            spec.run.max_experiments, spec.run.max_time, spec.run.patience, spec.run.target
+        )
+        self.state = state_dir(project)
+        self.redact = Redactor()
+        self.sandbox = sandbox_for(spec.sandbox.kind)
+        self.policy = policy_for(spec.policy.kind)
+        self.env = child_environment(allow=spec.sandbox.allow_env)
+        self.results = self.state / RESULTS_FILE
+
+    # set-up -------------------------------------------------------------------------
+    def _open_run(self) -> tuple[RunRecord, bool]:
+        dirty = workspace.dirty_files(self.project)
+        if dirty:
+            shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+            raise UsageError(
+                f"the working tree has uncommitted changes ({shown}); commit or stash them first"
+            )
+        branch = workspace.branch_name(self.name)
+        record = self.journal.run(self.name)
+        if record is None:
+            if workspace.resolve(self.project, f"refs/heads/{branch}"):
+                raise UsageError(
+                    f"branch {branch} exists but the journal has no run '{self.name}'; "
+                    "choose another --name or delete the branch"
+                )
+            base = workspace.head_commit(self.project)
+            record = RunRecord(self.name, branch, base, self.spec.digest(),
+                               self.spec.metric.name, self.spec.metric.goal, time.time())  # fmt: skip
+            workspace.create_branch(self.project, self.name, base)
+            self.journal.create_run(record)
+            self.journal.audit(self.name, "run-created", base=base, branch=branch)
+            return record, False
+        if workspace.resolve(self.project, f"refs/heads/{branch}") is None:
+            raise RunError(f"branch {branch} is gone but the journal holds run '{self.name}'; "
+                           "restore the branch or choose another --name")  # fmt: skip
+        return record, True
+
+    def _reconcile_branch(self, run: RunRecord) -> None:
+        """Bring the branch up to the journal's incumbent after a kill between the two."""
+        incumbent = self.journal.incumbent(self.name)
+        head = workspace.resolve(self.project, f"refs/heads/{run.branch}")
+        if incumbent is None or incumbent.commit is None or incumbent.commit == head:
+            return
+        if workspace.resolve(self.project, f"{incumbent.commit}^") == head and head is not None:
+            workspace.advance_branch(self.project, self.name, incumbent.commit, head)
+            self.journal.audit(self.name, "branch-repaired", commit=incumbent.commit)
+            return
+        raise RunError(
+            f"branch {run.branch} is at {str(head)[:7]} but the journal's incumbent is "
+            f"{incumbent.commit[:7]}; the branch was moved outside ratchet"
+        )
+
+    # the loop -----------------------------------------------------------------------
+    def run(self) -> RunStopped:
+        run, resumed = self._open_run()
+        (self.state / ".gitignore").write_text("*\n")  # ratchet's state is never tracked
+        slot_path = self.project / workspace.SLOTS_DIR / "0"
+        if kill_leftover(pidfile_for(slot_path)):
+            self.journal.audit(self.name, "orphan-killed", slot=0)
+        interrupted = self.journal.interrupt_unfinished(self.name)
+        if interrupted:
+            self.journal.audit(self.name, "interrupted-marked", experiments=interrupted)
+        self._reconcile_branch(run)
+        self.journal.audit(self.name, "run-started", spec_digest=self.spec.digest(),
+                           resumed=resumed, limits=self.limits.__dict__)  # fmt: skip
+        export_tsv(self.journal, self.name, self.spec.metric.name, self.results)
+        incumbent = self.journal.incumbent(self.name)
+        slot = workspace.ensure_slot(self.project, 0, incumbent.commit if incumbent and
+                                     incumbent.commit else run.base_commit)  # fmt: skip
+        self.identity = workspace.has_identity(self.project)
+        self.observe(RunStarted(run, self.spec.proposer.kind, self.sandbox.name, resumed,
+                                interrupted, incumbent))  # fmt: skip
+        self.session_start = time.monotonic()
+        self.counts = self.journal.counts(self.name)
+        reason = "stopped"
+        with _stop_on_signals():
+            try:
+                if incumbent is None:
+                    incumbent = self._measure_baseline(slot, run)
+                    if incumbent.decision != "keep":
+                        reason = f"the baseline measurement failed ({incumbent.decision}): {incumbent.why}"
+                        return self._stop(reason, None)
+                workspace.reset_slot(slot, self._commit(incumbent))
+                proposer = self._make_proposer(slot)
+                while (stop_reason := self._stop_reason(incumbent)) is None:
+                    incumbent = self._run_experiment(slot, proposer, incumbent)
+                reason = stop_reason
+            except Stopped as stop:
+                reason = f"stopped by {stop}"
+        return self._stop(reason, self.journal.incumbent(self.name))
+
+    def _stop(self, reason: str, incumbent: ExperimentRecord | None) -> RunStopped:
+        self.journal.audit(self.name, "run-stopped", reason=reason)
+        baseline = self.journal.baseline(self.name)
+        stopped = RunStopped(reason, incumbent, baseline)
+        self.observe(stopped)
+        return stopped
+
+    def _make_proposer(self, slot: Slot) -> Proposer:
+        history = self.journal.experiments(self.name)
+        files = workspace.tracked_files(slot.path)
+        context = ProposerContext(self.spec, self.project, slot.path, files, history,
+                                  self.sandbox, self.state)  # fmt: skip
+        return make_proposer(context)
+
+    def _stop_reason(self, incumbent: ExperimentRecord) -> str | None:
+        limits, counts = self.limits, self.counts
+        if limits.max_experiments is not None and counts.experiments >= limits.max_experiments:
+            return f"reached max_experiments ({limits.max_experiments})"
+        elapsed = counts.elapsed + (time.monotonic() - self.session_start)
+        if limits.max_time is not None and elapsed >= limits.max_time:
+            return f"reached max_time ({format_seconds(limits.max_time)})"
+        if limits.patience is not None and counts.since_keep >= limits.patience:
+            return f"patience ran out: {counts.since_keep} experiments without a keep"
+        if limits.target is not None and incumbent.value is not None:
+            reached = improvement(incumbent.value, limits.target, self.spec.metric.goal) >= 0
+            if reached:
+                return f"reached the target: {self.spec.metric.name} {incumbent.value:.6g}"
+        return None
+
+    @staticmethod
+    def _commit(record: ExperimentRecord) -> str:
+        assert record.commit is not None
+        return record.commit
+
+    # one experiment -----------------------------------------------------------------
+    def _measure_baseline(self, slot: Slot, run: RunRecord) -> ExperimentRecord:
+        experiment = self.journal.begin_experiment(
+            self.name, slot.index, run.base_commit, "baseline"
+        )
+        workspace.reset_slot(slot, run.base_commit)
+        self.journal.record_proposal(experiment, "baseline", "", [], {}, 0.0)
+        measurement = self._measure(experiment, slot)
+        if measurement.ok:
+            why = f"baseline: {self.spec.metric.name} {measurement.value:.6g} on the base commit"
+            return self._decide(experiment, "keep", why, measurement, run.base_commit, None)
+        return self._decide(experiment, measurement.status, f"baseline: {measurement.why}",
+                            measurement, None, None)  # fmt: skip
+
+    def _measure(self, experiment: int, slot: Slot, seed: int = 0) -> Measurement:
+        self.observe(StageStarted(experiment, "measuring", self.spec.metric.budget, time.time()))
+        measurement = measure_candidate(slot.path, self.spec.metric, self.sandbox, self.env,
+                                        seed, self.redact)  # fmt: skip
+        self.journal.add_measurement(
+            experiment, measurement.seed, measurement.status, measurement.value,
+            measurement.metrics, measurement.duration, measurement.output, measurement.started_at,
+        )  # fmt: skip
+        return measurement
+
+    def _run_experiment(
+        self, slot: Slot, proposer: Proposer, incumbent: ExperimentRecord
+    ) -> ExperimentRecord:
+        parent = self._commit(incumbent)
+        experiment = self.journal.begin_experiment(self.name, slot.index, parent, proposer.name)
+        try:
+            record = self._attempt(experiment, slot, proposer, incumbent, parent)
+        except Stopped as stop:
+            self.journal.decide(experiment, "interrupted", f"stopped by {stop} while the "
+                                "experiment was in flight; nothing of it was kept")  # fmt: skip
+            raise
+        outcome = Outcome(record.id, record.decision or "", record.value, incumbent.value,
+                          record.meta)  # fmt: skip
+        proposer.observe(outcome)
+        return record if record.decision == "keep" else incumbent
+
+    def _attempt(
+        self,
+        experiment: int,
+        slot: Slot,
+        proposer: Proposer,
+        incumbent: ExperimentRecord,
+        parent: str,
+    ) -> ExperimentRecord:
+        workspace.reset_slot(slot, parent)
+        brief_path = self.state / f"brief-{slot.index}.json"
+        write_brief(brief_path, self._brief(experiment, incumbent), self.redact)
+        self.observe(StageStarted(experiment, "proposing", self.spec.proposer.budget, time.time()))
+        try:
+            proposal = proposer.propose(slot.path, brief_path)
+            change = workspace.collect_change(slot, parent)
+        except ProposalError as error:
+            return self._decide(experiment, "invalid-proposal", str(error), None, None, incumbent)
+        except GitError as error:
+            workspace.ensure_slot(self.project, slot.index, parent)
+            why = f"the proposal broke the slot's git worktree ({error}); the slot was rebuilt"
+            return self._decide(experiment, "invalid-proposal", why, None, None, incumbent)
+        except Stopped:
+            raise
+        except Exception as error:  # an untrusted plug-in's bug must not end the night
+            why = f"the proposer failed: {type(error).__name__}: {error}"
+            return self._decide(experiment, "invalid-proposal", self.redact(why), None, None,
+                                incumbent)  # fmt: skip
+        files = sorted({p for f in change.files for p in f.paths})
+        self.journal.record_proposal(
+            experiment, self.redact(proposal.rationale), self.redact(change.patch), files,
+            proposal.meta, proposal.cost.seconds, proposal.cost.tokens, proposal.cost.usd,
+        )  # fmt: skip
+        if change.empty:
+            return self._decide(experiment, "no-change", "the proposal changed no file",
+                                None, None, incumbent)  # fmt: skip
+        outside = workspace.out_of_scope(change, self.spec.scope.editable)
+        if outside:
+            why = (f"the proposal changed {', '.join(outside)}, outside the editable scope "
+                   f"({', '.join(self.spec.scope.editable)}); nothing of it was kept")  # fmt: skip
+            return self._decide(experiment, "out-of-scope", why, None, None, incumbent)
+        return self._judge(experiment, slot, proposal.rationale, incumbent, parent)
+
+    def _judge(
+        self, experiment: int, slot: Slot, rationale: str, incumbent: ExperimentRecord, parent: str
+    ) -> ExperimentRecord:
+        values: list[float] = []
+        assert incumbent.value is not None
+        incumbent_samples = Samples((incumbent.value,))
+        metric, goal = self.spec.metric.name, self.spec.metric.goal
+        while True:
+            measurement = self._measure(experiment, slot, seed=len(values))
+            if not measurement.ok:
+                return self._decide(experiment, measurement.status, measurement.why,
+                                    measurement, None, incumbent)  # fmt: skip
+            assert measurement.value is not None
+            values.append(measurement.value)
+            judgement = self.policy.judge(Samples(tuple(values)), incumbent_samples, goal, metric)
+            if judgement.verdict != "measure-again" or len(values) >= MAX_MEASUREMENTS:
+                break
+        summary = replace(measurement, value=sum(values) / len(values))
+        if judgement.verdict != "keep":
+            return self._decide(experiment, "discard", judgement.why, summary, None, incumbent)
+        message = _commit_message(rationale, metric, incumbent.value, summary.value, experiment,
+                                  self.name)  # fmt: skip
+        commit = workspace.commit_candidate(slot, parent, self.redact(message), self.identity)
+        record = self._decide(experiment, "keep", judgement.why, summary, commit, incumbent)
+        workspace.advance_branch(self.project, self.name, commit, parent)  # after the journal
+        return record
+
+    def _decide(
+        self,
+        experiment: int,
+        decision: str,
+        why: str,
+        measurement: Measurement | None,
+        commit: str | None,
+        incumbent: ExperimentRecord | None,
+    ) -> ExperimentRecord:
+        value = measurement.value if measurement is not None else None
+        metrics = measurement.metrics if measurement is not None else {}
+        duration = measurement.duration if measurement is not None else None
+        self.journal.decide(experiment, decision, why, value, metrics, commit, duration)
+        record = self.journal.experiment(experiment)
+        assert record is not None
+        self._count(record)
+        append_tsv(record, self.results)
+        self.observe(
+            ExperimentDecided(record, record if decision == "keep" else incumbent or record)
+        )
+        return record
+
+    def _count(self, record: ExperimentRecord) -> None:
+        counted = record.proposer != "baseline" and record.decision != "interrupted"
+        keep = counted and record.decision == "keep"
+        self.counts = replace(
+            self.counts,
+            experiments=self.counts.experiments + counted,
+            keeps=self.counts.keeps + keep,
+            since_keep=0 if record.decision == "keep" else self.counts.since_keep + counted,
+            elapsed=self.counts.elapsed + ((record.ended_at or 0) - record.started_at),
+            cost_usd=self.counts.cost_usd + record.cost_usd,
+        )
+        self.session_start = time.monotonic()  # elapsed so far now lives in the counts
+
+    def _brief(self, experiment: int, incumbent: ExperimentRecord) -> dict[str, Any]:
+        directive = ""
+        if self.spec.scope.directive:
+            path = self.project / self.spec.scope.directive
+            directive = path.read_text(errors="replace") if path.is_file() else ""
+        limits, counts = self.limits, self.counts
+        elapsed = counts.elapsed + (time.monotonic() - self.session_start)
+        budget_left: dict[str, float | int | None] = {
+            "experiments": None if limits.max_experiments is None
+            else limits.max_experiments - counts.experiments,
+            "seconds": None if limits.max_time is None else max(0.0, limits.max_time - elapsed),
+        }  # fmt: skip
+        totals = {"experiments": counts.experiments, "keeps": counts.keeps}
+        return build_brief(self.spec, self.journal, self.name, experiment, incumbent, directive,
+                           budget_left, totals)  # fmt: skip
+
+
+def _commit_message(
+    rationale: str, metric: str, old: float, new: float | None, experiment: int, run: str
+) -> str:
+    change = f"{metric} {old:.6g} -> {new:.6g}"
+    first = (rationale.strip().splitlines() or ["(no rationale)"])[0]
+    subject = f"{change}: {first}"
+    if len(subject) > 100:
+        subject = subject[:99] + "…"
+    return f"{subject}\n\n{rationale.strip()}\n\n{change}\nRatchet-Run: {run}\nRatchet-Experiment: {experiment}\n"

@@ -1,0 +1,421 @@
+"""The journal: `.ratchet/journal.db`, the source of truth, and its `results.tsv` export.
+
+The scheduler alone writes it. Every experiment is written when it starts
+(`proposing`), when its proposal is known (`measuring`) and when it is decided, so a
+restart can tell what was in flight and mark it `interrupted`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    branch TEXT NOT NULL,
+    base_commit TEXT NOT NULL,
+    spec_digest TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    goal TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS experiments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run TEXT NOT NULL REFERENCES runs(name),
+    slot INTEGER NOT NULL,
+    parent TEXT NOT NULL,
+    commit_sha TEXT,
+    proposer TEXT NOT NULL,
+    rationale TEXT NOT NULL DEFAULT '',
+    patch TEXT NOT NULL DEFAULT '',
+    files TEXT NOT NULL DEFAULT '[]',
+    meta TEXT NOT NULL DEFAULT '{}',
+    cost_seconds REAL NOT NULL DEFAULT 0,
+    cost_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    stage TEXT NOT NULL,
+    decision TEXT,
+    why TEXT,
+    value REAL,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    duration REAL,
+    started_at REAL NOT NULL,
+    ended_at REAL
+);
+CREATE INDEX IF NOT EXISTS experiments_by_run ON experiments(run, id);
+CREATE INDEX IF NOT EXISTS experiments_by_decision ON experiments(run, decision, id);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    experiment INTEGER NOT NULL REFERENCES experiments(id),
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    value REAL,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    duration REAL NOT NULL,
+    output TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_by_experiment ON measurements(experiment);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    run TEXT,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+TSV_COLUMNS_AFTER_METRIC = ["memory_gb", "status", "description"]
+TSV_OWN_COLUMNS = [
+    "experiment", "decision", "why", "parent", "proposer", "duration_s",
+    "cost_usd", "files", "started_at",
+]  # fmt: skip
+# autoresearch's status column knows only these three words
+_AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "no-change": "discard"}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    branch: str
+    base_commit: str
+    spec_digest: str
+    metric: str
+    goal: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    id: int
+    run: str
+    slot: int
+    parent: str
+    commit: str | None
+    proposer: str
+    rationale: str
+    patch: str
+    files: list[str]
+    meta: dict[str, Any]
+    cost_seconds: float
+    cost_tokens: int
+    cost_usd: float
+    stage: str
+    decision: str | None
+    why: str | None
+    value: float | None
+    metrics: dict[str, float]
+    duration: float | None
+    started_at: float
+    ended_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ExperimentRecord:
+        return cls(
+            id=row["id"], run=row["run"], slot=row["slot"], parent=row["parent"],
+            commit=row["commit_sha"], proposer=row["proposer"], rationale=row["rationale"],
+            patch=row["patch"], files=json.loads(row["files"]), meta=json.loads(row["meta"]),
+            cost_seconds=row["cost_seconds"], cost_tokens=row["cost_tokens"],
+            cost_usd=row["cost_usd"], stage=row["stage"], decision=row["decision"],
+            why=row["why"], value=row["value"], metrics=json.loads(row["metrics"]),
+            duration=row["duration"], started_at=row["started_at"], ended_at=row["ended_at"],
+        )  # fmt: skip
+
+    def to_json(self, with_patch: bool = True) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if with_patch or k != "patch"}
+        return data
+
+
+@dataclass(frozen=True)
+class MeasurementRecord:
+    id: int
+    experiment: int
+    seed: int
+    status: str
+    value: float | None
+    metrics: dict[str, float]
+    duration: float
+    output: str
+    started_at: float
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    experiments: int  # decided experiments, the baseline and interruptions not counted
+    keeps: int  # keeps after the baseline
+    since_keep: int  # decided experiments after the last keep
+    elapsed: float  # seconds spent in experiments, all sessions together
+    cost_usd: float
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # runs ---------------------------------------------------------------------------
+    def run(self, name: str) -> RunRecord | None:
+        row = self.db.execute("SELECT * FROM runs WHERE name = ?", (name,)).fetchone()
+        return RunRecord(**dict(row)) if row else None
+
+    def runs(self) -> list[RunRecord]:
+        rows = self.db.execute("SELECT * FROM runs ORDER BY created_at").fetchall()
+        return [RunRecord(**dict(row)) for row in rows]
+
+    def create_run(self, record: RunRecord) -> None:
+        self.db.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (record.name, record.branch, record.base_commit, record.spec_digest,
+             record.metric, record.goal, record.created_at),
+        )  # fmt: skip
+
+    # experiments --------------------------------------------------------------------
+    def begin_experiment(self, run: str, slot: int, parent: str, proposer: str) -> int:
+        cursor = self.db.execute(
+            "INSERT INTO experiments (run, slot, parent, proposer, stage, started_at) "
+            "VALUES (?, ?, ?, ?, 'proposing', ?)",
+            (run, slot, parent, proposer, time.time()),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def record_proposal(
+        self,
+        experiment: int,
+        rationale: str,
+        patch: str,
+        files: list[str],
+        meta: dict[str, Any],
+        cost_seconds: float,
+        cost_tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        self.db.execute(
+            "UPDATE experiments SET stage = 'measuring', rationale = ?, patch = ?, files = ?,"
+            " meta = ?, cost_seconds = ?, cost_tokens = ?, cost_usd = ? WHERE id = ?",
+            (rationale, patch, json.dumps(files), json.dumps(meta), cost_seconds,
+             cost_tokens, cost_usd, experiment),
+        )  # fmt: skip
+
+    def add_measurement(
+        self,
+        experiment: int,
+        seed: int,
+        status: str,
+        value: float | None,
+        metrics: dict[str, float],
+        duration: float,
+        output: str,
+        started_at: float,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO measurements (experiment, seed, status, value, metrics, duration,"
+            " output, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (experiment, seed, status, value, json.dumps(metrics), duration, output, started_at),
+        )
+
+    def decide(
+        self,
+        experiment: int,
+        decision: str,
+        why: str,
+        value: float | None = None,
+        metrics: dict[str, float] | None = None,
+        commit: str | None = None,
+        duration: float | None = None,
+    ) -> None:
+        self.db.execute(
+            "UPDATE experiments SET stage = 'done', decision = ?, why = ?, value = ?,"
+            " metrics = ?, commit_sha = ?, duration = ?, ended_at = ? WHERE id = ?",
+            (decision, why, value, json.dumps(metrics or {}), commit, duration, time.time(),
+             experiment),
+        )  # fmt: skip
+
+    def interrupt_unfinished(self, run: str) -> list[int]:
+        """Give every experiment left in flight by a dead ratchet its terminal decision."""
+        rows = self.db.execute(
+            "SELECT id, stage FROM experiments WHERE run = ? AND decision IS NULL", (run,)
+        ).fetchall()
+        with self.db:
+            for row in rows:
+                self.db.execute(
+                    "UPDATE experiments SET stage = 'done', decision = 'interrupted', why = ?,"
+                    " ended_at = ? WHERE id = ?",
+                    (f"ratchet stopped while the experiment was {row['stage']}; nothing of it"
+                     " was kept", time.time(), row["id"]),
+                )  # fmt: skip
+        return [row["id"] for row in rows]
+
+    def experiment(self, experiment: int) -> ExperimentRecord | None:
+        row = self.db.execute("SELECT * FROM experiments WHERE id = ?", (experiment,)).fetchone()
+        return ExperimentRecord.from_row(row) if row else None
+
+    def experiments(
+        self, run: str | None = None, limit: int | None = None, newest_first: bool = False
+    ) -> list[ExperimentRecord]:
+        query = "SELECT * FROM experiments"
+        args: list[Any] = []
+        if run is not None:
+            query += " WHERE run = ?"
+            args.append(run)
+        query += " ORDER BY id DESC" if newest_first or limit else " ORDER BY id"
+        if limit:
+            query += " LIMIT ?"
+            args.append(limit)
+        rows = [ExperimentRecord.from_row(r) for r in self.db.execute(query, args)]
+        return rows if newest_first or not limit else rows[::-1]
+
+    def iter_experiments(self, run: str) -> Iterator[ExperimentRecord]:
+        for row in self.db.execute("SELECT * FROM experiments WHERE run = ? ORDER BY id", (run,)):
+            yield ExperimentRecord.from_row(row)
+
+    def incumbent(self, run: str) -> ExperimentRecord | None:
+        row = self.db.execute(
+            "SELECT * FROM experiments WHERE run = ? AND decision = 'keep' ORDER BY id DESC"
+            " LIMIT 1",
+            (run,),
+        ).fetchone()
+        return ExperimentRecord.from_row(row) if row else None
+
+    def baseline(self, run: str) -> ExperimentRecord | None:
+        row = self.db.execute(
+            "SELECT * FROM experiments WHERE run = ? AND proposer = 'baseline' ORDER BY id LIMIT 1",
+            (run,),
+        ).fetchone()
+        return ExperimentRecord.from_row(row) if row else None
+
+    def failures(self, run: str, limit: int) -> list[ExperimentRecord]:
+        rows = self.db.execute(
+            "SELECT * FROM experiments WHERE run = ? AND decision NOT IN"
+            " ('keep', 'discard', 'no-change', 'interrupted') ORDER BY id DESC LIMIT ?",
+            (run, limit),
+        ).fetchall()
+        return [ExperimentRecord.from_row(r) for r in rows]
+
+    def measurements(self, experiment: int) -> list[MeasurementRecord]:
+        rows = self.db.execute(
+            "SELECT * FROM measurements WHERE experiment = ? ORDER BY id", (experiment,)
+        ).fetchall()
+        return [MeasurementRecord(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
+
+    def last_output(self, experiment: int) -> str:
+        row = self.db.execute(
+            "SELECT output FROM measurements WHERE experiment = ? ORDER BY id DESC LIMIT 1",
+            (experiment,),
+        ).fetchone()
+        return str(row["output"]) if row else ""
+
+    def counts(self, run: str) -> RunCounts:
+        row = self.db.execute(
+            "SELECT"
+            " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision != 'interrupted'),"
+            " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision = 'keep'),"
+            " COALESCE(SUM(ended_at - started_at), 0), COALESCE(SUM(cost_usd), 0)"
+            " FROM experiments WHERE run = ? AND decision IS NOT NULL",
+            (run,),
+        ).fetchone()
+        last_keep = self.db.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE run = ? AND decision = 'keep'",
+            (run,),
+        ).fetchone()[0]
+        since = self.db.execute(
+            "SELECT COUNT(*) FROM experiments WHERE run = ? AND id > ? AND decision IS NOT NULL"
+            " AND decision != 'interrupted'",
+            (run, last_keep),
+        ).fetchone()[0]
+        return RunCounts(row[0], row[1], since, row[2], row[3])
+
+    def decision_counts(self, run: str) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT decision, COUNT(*) FROM experiments WHERE run = ? AND decision IS NOT NULL"
+            " GROUP BY decision",
+            (run,),
+        ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    # audit --------------------------------------------------------------------------
+    def audit(self, run: str | None, event: str, **detail: Any) -> None:
+        self.db.execute(
+            "INSERT INTO audit (at, run, event, detail) VALUES (?, ?, ?, ?)",
+            (time.time(), run, event, json.dumps(detail, sort_keys=True)),
+        )
+
+    def audit_events(self, run: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT * FROM audit", tuple[str, ...]()
+        if run is not None:
+            query, args = query + " WHERE run = ?", (run,)
+        rows = self.db.execute(query + " ORDER BY id", args).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
+
+# results.tsv ---------------------------------------------------------------------------
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return " ".join(str(value).split())  # one line, no tabs
+
+
+def memory_gb(metrics: dict[str, float]) -> float | None:
+    if "memory_gb" in metrics:
+        return metrics["memory_gb"]
+    if "peak_vram_mb" in metrics:
+        return round(metrics["peak_vram_mb"] / 1024, 1)
+    return None
+
+
+def tsv_header(metric: str) -> str:
+    return "\t".join(["commit", metric, *TSV_COLUMNS_AFTER_METRIC, *TSV_OWN_COLUMNS]) + "\n"
+
+
+def tsv_row(record: ExperimentRecord) -> str:
+    decision = record.decision or ""
+    cells = [
+        record.commit[:7] if record.commit and decision == "keep" else "",
+        record.value,
+        memory_gb(record.metrics),
+        _AUTORESEARCH_STATUS.get(decision, "crash"),
+        record.rationale,
+        record.id,
+        decision,
+        record.why,
+        record.parent[:7],
+        record.proposer,
+        record.duration,
+        record.cost_usd,
+        ",".join(record.files),
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.started_at)),
+    ]
+    return "\t".join(_cell(c) for c in cells) + "\n"
+
+
+def export_tsv(journal: Journal, run: str, metric: str, path: Path) -> None:
+    """Write the whole run's `results.tsv` afresh (atomically)."""
+    tmp = path.with_suffix(".tsv.tmp")
+    with tmp.open("w") as handle:
+        handle.write(tsv_header(metric))
+        for record in journal.iter_experiments(run):
+            if record.decision is not None:
+                handle.write(tsv_row(record))
+    tmp.replace(path)
+
+
+def append_tsv(record: ExperimentRecord, path: Path) -> None:
+    with path.open("a") as handle:
+        handle.write(tsv_row(record))

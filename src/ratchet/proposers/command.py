@@ -1,0 +1,83 @@
+"""`kind = "command"`: any program, run in the slot worktree, is the proposer.
+
+It reads the brief at `$RATCHET_BRIEF`, edits files, and may write its rationale (plain
+text, or a JSON object with `rationale`, `cost_usd`, `tokens`) to `$RATCHET_PROPOSAL`;
+otherwise the last line it printed is the rationale.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ratchet.environment import child_environment
+from ratchet.measure import format_seconds
+from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
+from ratchet.sandbox import pidfile_for
+
+MAX_RATIONALE = 2000
+
+
+class CommandProposer:
+    name = "command"
+
+    def __init__(self, context: ProposerContext) -> None:
+        self.spec = context.spec.proposer
+        self.sandbox = context.sandbox
+        self.grace = context.spec.metric.grace
+        self.state_dir = context.state_dir
+
+    def propose(self, worktree: Path, brief_path: Path) -> Proposal:
+        assert self.spec.command is not None
+        note = self.state_dir / f"{worktree.name}.proposal"
+        note.unlink(missing_ok=True)
+        env = child_environment(
+            allow=self.spec.env,
+            extra={"RATCHET_BRIEF": str(brief_path), "RATCHET_PROPOSAL": str(note)},
+        )
+        start = time.monotonic()
+        result = self.sandbox.run(
+            self.spec.command, worktree, env, self.spec.budget, self.grace, pidfile_for(worktree)
+        )
+        seconds = time.monotonic() - start
+        if result.timed_out:
+            raise ProposalError(
+                f"the proposer ran past its {format_seconds(self.spec.budget)} budget and was killed"
+            )
+        lines = [line.strip() for line in result.output.splitlines() if line.strip()]
+        if result.returncode != 0:
+            last = lines[-1][:200] if lines else "no output"
+            raise ProposalError(f"the proposer exited with code {result.returncode}: {last}")
+        fields = _read_note(note)
+        rationale = str(fields.get("rationale") or (lines[-1] if lines else ""))
+        cost = Cost(
+            seconds=seconds,
+            tokens=int(_non_negative(fields.get("tokens"))),
+            usd=_non_negative(fields.get("cost_usd")),
+        )
+        return Proposal(rationale=rationale[:MAX_RATIONALE], cost=cost)
+
+    def observe(self, outcome: Outcome) -> None:
+        """A command keeps its own memory: it reads the history from the brief."""
+
+
+def _read_note(note: Path) -> dict[str, Any]:
+    try:
+        text = note.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return {}
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return {"rationale": text}
+        return data if isinstance(data, dict) else {"rationale": text}
+    return {"rationale": text}
+
+
+def _non_negative(raw: object) -> float:
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0:
+        return float(raw)
+    return 0.0

@@ -1,0 +1,227 @@
+"""`kind = "knobs"`: Optuna tunes the annotated constants of the editable files.
+
+    LR = 0.02          # ratchet: knob log 1e-4..1e-1
+    HIDDEN = 32        # ratchet: knob int 8..256 log
+    DROPOUT = 0.1      # ratchet: knob float 0..0.5
+    ACT = "tanh"       # ratchet: knob choice relu|gelu|tanh
+
+Only the literal after `=` is rewritten. The incumbent's current values are the first
+trial, told with the incumbent's measured value; every outcome is told back (failures
+as failed trials), and a resumed run replays the journal into a fresh study.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.samplers import TPESampler
+from optuna.trial import TrialState, create_trial
+
+from ratchet.proposers.base import Outcome, Proposal, ProposerContext
+from ratchet.spec import SpecError, matches
+
+_KNOB_LINE = re.compile(
+    r"^(?P<head>\s*(?P<name>[A-Za-z_]\w*)\s*(?::[^=]+)?=\s*)(?P<value>[^#\n]*?)"
+    r"(?P<tail>\s*#\s*ratchet:\s*knob\s+(?P<spec>[^\n]*?)\s*)$",
+    re.MULTILINE,
+)
+_RANGE = re.compile(r"^(?P<lo>[-+.\deE]+)\.\.(?P<hi>[-+.\deE]+)$")
+KNOB_HELP = "use 'log LO..HI', 'int LO..HI', 'float LO..HI' (optionally 'log') or 'choice a|b|c'"
+SIGNIFICANT_DIGITS = 4  # floats are written short, as a person would
+
+
+@dataclass(frozen=True)
+class Knob:
+    file: str
+    name: str
+    distribution: BaseDistribution
+    quote: str  # the quote character of a string literal, or ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.file}:{self.name}"
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
+def _number(text: str) -> float:
+    return float(text)
+
+
+def parse_knob_spec(spec: str, current: Any, where: str) -> BaseDistribution:
+    words = spec.split()
+    if not words:
+        raise SpecError(f"{where}: empty knob annotation; {KNOB_HELP}")
+    kind, rest = words[0], words[1:]
+    if kind == "choice":
+        options = " ".join(rest).split("|")
+        if len(options) < 2 or not all(o.strip() for o in options):
+            raise SpecError(f"{where}: a choice knob needs two or more options like 'a|b'")
+        return CategoricalDistribution([_literal(o) for o in options])
+    log = "log" in rest or kind == "log"
+    ranges = [w for w in rest if w != "log"]
+    match = _RANGE.match(ranges[0]) if len(ranges) == 1 else None
+    if kind not in {"log", "int", "float"} or match is None:
+        raise SpecError(f"{where}: knob annotation '{spec}' not understood; {KNOB_HELP}")
+    try:
+        lo, hi = _number(match["lo"]), _number(match["hi"])
+    except ValueError:
+        raise SpecError(f"{where}: knob range '{ranges[0]}' is not two numbers") from None
+    if not lo < hi or (log and lo <= 0):
+        raise SpecError(f"{where}: knob range '{ranges[0]}' must have 0 < LO < HI for log, LO < HI")
+    whole = kind == "int" or (kind == "log" and isinstance(current, int) and lo.is_integer())
+    if whole:
+        return IntDistribution(int(lo), int(hi), log=log)
+    return FloatDistribution(lo, hi, log=log)
+
+
+def find_knobs(root: Path, editable: list[str], files: list[str]) -> dict[str, Knob]:
+    knobs: dict[str, Knob] = {}
+    for name in files:
+        if not matches(name, editable):
+            continue
+        text = (root / name).read_text(errors="replace")
+        for match in _KNOB_LINE.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            where = f"{name}:{line}"
+            value_text = match["value"].strip()
+            current = _literal(value_text)
+            distribution = parse_knob_spec(match["spec"], current, where)
+            if not distribution._contains(distribution.to_internal_repr(current)):
+                raise SpecError(
+                    f"{where}: {match['name']} = {value_text} is outside its knob range"
+                )
+            quote = value_text[0] if value_text[:1] in {"'", '"'} else ""
+            knob = Knob(name, match["name"], distribution, quote)
+            knobs[knob.key] = knob
+    return knobs
+
+
+def format_value(value: Any, knob: Knob) -> str:
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, str):
+        quote = knob.quote or '"'
+        return quote + value.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(f"{value:.{SIGNIFICANT_DIGITS}g}"))
+
+
+def read_values(root: Path, knobs: dict[str, Knob]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for file in {k.file for k in knobs.values()}:
+        for match in _KNOB_LINE.finditer((root / file).read_text(errors="replace")):
+            key = f"{file}:{match['name']}"
+            if key in knobs:
+                values[key] = _literal(match["value"])
+    return values
+
+
+def write_values(root: Path, knobs: dict[str, Knob], values: dict[str, Any]) -> None:
+    for file in {k.file for k in knobs.values()}:
+        path = root / file
+        text = path.read_text(errors="replace")
+
+        def rewrite(match: re.Match[str], file: str = file) -> str:
+            key = f"{file}:{match['name']}"
+            if key not in values:
+                return match.group(0)
+            return match["head"] + format_value(values[key], knobs[key]) + match["tail"]
+
+        path.write_text(_KNOB_LINE.sub(rewrite, text))
+
+
+class KnobsProposer:
+    name = "knobs"
+
+    def __init__(self, context: ProposerContext) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        spec = context.spec
+        self.knobs = find_knobs(context.worktree, spec.scope.editable, context.files)
+        if not self.knobs:
+            raise SpecError(
+                "[proposer] kind = 'knobs' found no knob in the editable files; annotate a "
+                "constant like `LR = 0.01  # ratchet: knob log 1e-4..1e-1`"
+            )
+        self.distributions = {key: knob.distribution for key, knob in self.knobs.items()}
+        sampler = TPESampler(seed=spec.proposer.seed, constant_liar=True)
+        self.study = optuna.create_study(direction=spec.metric.goal, sampler=sampler)
+        self._replay(context)
+
+    def _replay(self, context: ProposerContext) -> None:
+        """Tell the study the incumbent's values and every earlier knobs trial."""
+        incumbent = next((r for r in reversed(context.history) if r.decision == "keep"), None)
+        current = read_values(context.worktree, self.knobs)
+        if incumbent is not None and incumbent.value is not None:
+            self._add(current, incumbent.value, failed=False)
+        for record in context.history:
+            params = record.meta.get("params")
+            if record.proposer != self.name or not isinstance(params, dict):
+                continue
+            if record.decision in {"keep", "discard"} and record.value is not None:
+                self._add(params, record.value, failed=False)
+            elif record.decision not in {"no-change", "interrupted", None}:
+                self._add(params, None, failed=True)
+
+    def _add(self, params: dict[str, Any], value: float | None, failed: bool) -> None:
+        if set(params) != set(self.distributions):
+            return  # the knobs changed since: this trial no longer describes a point
+        try:
+            trial = create_trial(
+                params=params,
+                distributions=self.distributions,
+                value=None if failed else value,
+                state=TrialState.FAIL if failed else TrialState.COMPLETE,
+            )
+            self.study.add_trial(trial)
+        except ValueError:
+            pass  # a value outside today's range: the knob was re-annotated
+
+    def propose(self, worktree: Path, brief_path: Path) -> Proposal:
+        trial = self.study.ask(self.distributions)
+        params = {key: _rounded(value, self.knobs[key]) for key, value in trial.params.items()}
+        before = read_values(worktree, self.knobs)
+        write_values(worktree, self.knobs, params)
+        changes = [
+            f"{self.knobs[k].name} {format_value(before.get(k), self.knobs[k])} -> "
+            f"{format_value(v, self.knobs[k])}"
+            for k, v in params.items()
+            if before.get(k) != v
+        ]
+        rationale = "knobs: " + (", ".join(changes) if changes else "the incumbent's values")
+        return Proposal(rationale=rationale, meta={"params": params, "trial": trial.number})
+
+    def observe(self, outcome: Outcome) -> None:
+        number = outcome.meta.get("trial")
+        if not isinstance(number, int):
+            return
+        if outcome.decision in {"keep", "discard"} and outcome.value is not None:
+            self.study.tell(number, outcome.value)
+        elif outcome.decision == "no-change" and outcome.parent_value is not None:
+            self.study.tell(number, outcome.parent_value)  # these are the incumbent's values
+        else:
+            self.study.tell(number, state=TrialState.FAIL)
+
+
+def _rounded(value: Any, knob: Knob) -> Any:
+    dist = knob.distribution
+    if isinstance(value, float) and isinstance(dist, FloatDistribution):
+        return min(max(float(f"{value:.{SIGNIFICANT_DIGITS}g}"), dist.low), dist.high)
+    return value

@@ -1,0 +1,239 @@
+"""The spec: `ratchet.toml` (or `[tool.ratchet]` in `pyproject.toml`) as a typed model.
+
+Every problem with a spec becomes a `SpecError` whose message is one line naming the
+key or file at fault; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+from wcmatch import glob
+
+from ratchet.errors import UsageError
+
+SPEC_FILE = "ratchet.toml"
+PYPROJECT = "pyproject.toml"
+DEFAULT_RUN_NAME = "default"
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+GLOB_FLAGS = glob.GLOBSTAR | glob.DOTGLOB | glob.BRACE
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class SpecError(UsageError):
+    """A spec problem, stated in one line."""
+
+
+def parse_duration(value: object) -> float:
+    """`"5m"`, `"1h30m"`, `"90s"`, `"250ms"` or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '5m' or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if not text:
+            raise ValueError("expected a duration such as '5m', got an empty string")
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in _DURATION.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+                pos = match.end()
+            if pos != len(text):
+                raise ValueError(
+                    f"expected a duration such as '90s', '5m' or '8h', got {value!r}"
+                ) from None
+    else:
+        raise ValueError(f"expected a duration such as '5m', got {type(value).__name__}")
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScopeSpec(_Section):
+    editable: list[str] = Field(min_length=1)
+    context: list[str] = []
+    directive: str | None = None
+    protected: list[str] = []
+
+
+class MetricSpec(_Section):
+    command: str = Field(min_length=1)
+    evaluate: str | None = None
+    name: str = Field(min_length=1)
+    goal: Literal["minimize", "maximize"] = "minimize"
+    budget: Duration = 300.0
+    evaluate_budget: Duration | None = None
+    grace: Duration = 5.0
+    pattern: str | None = None
+    file: str | None = None
+    strict: bool = False
+
+    @model_validator(mode="after")
+    def _check_pattern(self) -> MetricSpec:
+        if self.pattern is not None:
+            try:
+                compiled = re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern: not a valid regular expression ({exc})") from None
+            if compiled.groups != 1:
+                raise ValueError(
+                    f"pattern: needs exactly one group capturing the number, has {compiled.groups}"
+                )
+        return self
+
+
+class RunSpec(_Section):
+    name: str = DEFAULT_RUN_NAME
+    max_experiments: int | None = Field(default=None, ge=1)
+    max_time: Duration | None = None
+    patience: int | None = Field(default=None, ge=1)
+    target: float | None = None
+
+    @model_validator(mode="after")
+    def _check_name(self) -> RunSpec:
+        if not _RUN_NAME.match(self.name) or ".." in self.name or self.name.endswith(".lock"):
+            raise ValueError(
+                f"name: {self.name!r} cannot be a branch name; use letters, digits, '.', '_', '-'"
+            )
+        return self
+
+
+class PolicySpec(_Section):
+    kind: Literal["greedy"] = "greedy"
+
+
+class ProposerSpec(_Section):
+    kind: Literal["knobs", "command"] = "knobs"
+    command: str | None = None
+    budget: Duration = 600.0
+    seed: int = 0
+    env: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_command(self) -> ProposerSpec:
+        if self.kind == "command" and not self.command:
+            raise ValueError("command: kind = 'command' needs a command to run")
+        return self
+
+
+class SandboxSpec(_Section):
+    kind: Literal["process"] = "process"
+    allow_env: list[str] = []
+
+
+class Spec(_Section):
+    scope: ScopeSpec
+    metric: MetricSpec
+    run: RunSpec = RunSpec()
+    policy: PolicySpec = PolicySpec()
+    proposer: ProposerSpec = ProposerSpec()
+    sandbox: SandboxSpec = SandboxSpec()
+
+    def digest(self) -> str:
+        """A short fingerprint of the spec, recorded with each run start."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def matches(path: str, patterns: list[str]) -> bool:
+    """Whether a project-relative POSIX path matches any of the globs."""
+    return bool(patterns) and glob.globmatch(path, patterns, flags=GLOB_FLAGS)
+
+
+def _describe(error: ErrorDetails, source: str) -> str:
+    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+    section = f"[{loc[0]}]" if loc else ""
+    key = ".".join(loc[1:])
+    where = f"{source}: {section} {key}".rstrip() if section else source
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        section = f"[{'.'.join(loc[:-1])}]" if len(loc) > 1 else "top level"
+        return f"{source}: unknown key '{loc[-1]}' in {section}"
+    if kind == "missing":
+        if len(loc) == 1:
+            return f"{source}: section {section} is missing"
+        return f"{where}: required key is missing"
+    if kind == "too_short" and key == "editable":
+        return f"{where}: the scope is empty; name at least one editable file"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "value_error" and ": " in message and not key:
+        # validators name their own key: "pattern: ..."
+        return f"{where} {message}"
+    got = error.get("input")
+    suffix = f" (got {got!r})" if kind != "value_error" and not isinstance(got, dict) else ""
+    return f"{where}: {message}{suffix}"
+
+
+def parse_spec(data: dict[str, Any], source: str) -> Spec:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_describe(exc.errors()[0], source)) from None
+
+
+def load_spec(project: Path, files: list[str] | None = None) -> Spec:
+    """Read and validate the spec of the project at `project`.
+
+    With `files` (the project's paths, POSIX and relative), also check that the
+    files it names exist and that the scope is neither empty nor protected.
+    """
+    toml_path = project / SPEC_FILE
+    pyproject = project / PYPROJECT
+    if toml_path.is_file():
+        source, data = SPEC_FILE, _read_toml(toml_path)
+    elif pyproject.is_file() and "ratchet" in _read_toml(pyproject).get("tool", {}):
+        source, data = f"{PYPROJECT} [tool.ratchet]", _read_toml(pyproject)["tool"]["ratchet"]
+    else:
+        raise SpecError(f"no {SPEC_FILE} in {project}; run 'ratchet init' to write one")
+    spec = parse_spec(data, source)
+    if files is not None:
+        check_files(spec, files, source)
+    return spec
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path.name}: not valid TOML ({exc})") from None
+
+
+def check_files(spec: Spec, files: list[str], source: str = SPEC_FILE) -> None:
+    """The files the spec names exist, and the scope is neither empty nor protected."""
+    present = set(files)
+    editable = [f for f in files if matches(f, spec.scope.editable)]
+    if not editable:
+        raise SpecError(
+            f"{source}: [scope] editable {spec.scope.editable} matches no file; the scope is empty"
+        )
+    clash = [f for f in editable if matches(f, spec.scope.protected)]
+    if clash:
+        raise SpecError(f"{source}: [scope] {clash[0]} is both editable and protected")
+    named = [("directive", spec.scope.directive)] if spec.scope.directive else []
+    named += [("context", c) for c in spec.scope.context if not glob.is_magic(c, flags=GLOB_FLAGS)]
+    for key, name in named:
+        if name not in present:
+            raise SpecError(f"{source}: [scope] {key}: file '{name}' does not exist")

@@ -1,0 +1,40 @@
+"""The commented `ratchet.toml` that `ratchet init` writes."""
+
+from __future__ import annotations
+
+TEMPLATE = """\
+# ratchet.toml: what ratchet may change, how it measures, when it stops.
+# Every key is described in docs/spec.md.
+
+[scope]
+editable = [{editable}]        # globs: the only files a proposal may change
+context = []                   # shown to proposers, never editable
+# directive = "program.md"     # your instructions to proposers
+protected = []                 # e.g. ["prepare.py", "data/**"]: never written
+
+[metric]
+command = "python3 train.py"   # run in the candidate's worktree
+# evaluate = "python3 prepare.py --evaluate"  # when set, only its output is parsed
+name = "val_loss"              # printed as `val_loss: 1.234`, `val_loss=1.234` or JSON
+goal = "minimize"              # or "maximize"
+budget = "5m"                  # hard wall-clock limit of one measurement
+
+[run]
+# name = "default"             # the branch is ratchet/<name>
+max_experiments = 100
+max_time = "8h"
+# patience = 30                # stop after this many experiments without a keep
+# target = 0.95                # stop once the metric reaches this
+
+[proposer]
+kind = "knobs"                 # tune constants annotated `# ratchet: knob log 1e-4..1e-1`
+# kind = "command"             # or run any program that edits the scope
+# command = "./propose.sh"
+"""
+
+
+def spec_template(files: list[str]) -> str:
+    candidates: list[str] = [f for f in ("train.py", "main.py") if f in files]
+    candidates += [f for f in files if f.endswith(".py")]
+    guess = candidates[0] if candidates else "train.py"
+    return TEMPLATE.format(editable=f'"{guess}"')

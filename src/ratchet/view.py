@@ -1,0 +1,140 @@
+"""What `ratchet run` shows: a live rich view on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ratchet.engine import Event, ExperimentDecided, RunStarted, RunStopped, StageStarted
+from ratchet.journal import ExperimentRecord
+
+RECENT = 8
+DECISION_STYLE = {"keep": "bold green", "discard": "yellow", "no-change": "dim",
+                  "interrupted": "magenta"}  # fmt: skip
+
+
+def decision_style(decision: str | None) -> str:
+    return DECISION_STYLE.get(decision or "", "red")
+
+
+def format_value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def short(commit: str | None) -> str:
+    return commit[:7] if commit else "-"
+
+
+class PlainView:
+    """One line per event, for logs and pipes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, event: Event) -> None:
+        line = plain_line(event)
+        if line:
+            print(line, file=self.stream, flush=True)
+
+    def __enter__(self) -> PlainView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def plain_line(event: Event) -> str | None:
+    if isinstance(event, RunStarted):
+        verb = "resumed" if event.resumed else "started"
+        line = (f"run {event.run.name} {verb} on branch {event.run.branch} "
+                f"(proposer {event.proposer}, sandbox {event.sandbox})")  # fmt: skip
+        if event.interrupted:
+            line += f"; marked interrupted: {', '.join(f'#{i}' for i in event.interrupted)}"
+        return line
+    if isinstance(event, ExperimentDecided):
+        r = event.record
+        metric = f" {format_value(r.value)}" if r.value is not None else ""
+        return f"#{r.id} {r.decision}{metric}: {r.why}"
+    if isinstance(event, RunStopped):
+        return f"stopped: {event.reason}"
+    return None
+
+
+class LiveView:
+    """The current experiment with its budget bar, recent decisions, the incumbent."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.header = Text("starting…")
+        self.stage: StageStarted | None = None
+        self.recent: deque[ExperimentRecord] = deque(maxlen=RECENT)
+        self.incumbent: ExperimentRecord | None = None
+        self.baseline: ExperimentRecord | None = None
+        self.counts = {"experiments": 0, "keeps": 0}
+        self.live = Live(console=console, get_renderable=self.render, refresh_per_second=4,
+                         transient=False)  # fmt: skip
+
+    def __enter__(self) -> LiveView:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.header = Text.assemble(
+                ("ratchet ", "bold"), (event.run.name, "bold cyan"),
+                f"  branch {event.run.branch}  proposer {event.proposer}  "
+                f"sandbox {event.sandbox}",
+            )  # fmt: skip
+            self.incumbent = event.incumbent
+        elif isinstance(event, StageStarted):
+            self.stage = event
+        elif isinstance(event, ExperimentDecided):
+            record = event.record
+            self.recent.appendleft(record)
+            if record.proposer == "baseline":
+                self.baseline = record
+            else:
+                self.counts["experiments"] += 1
+                self.counts["keeps"] += record.decision == "keep"
+            self.incumbent = event.incumbent
+            self.stage = None
+        elif isinstance(event, RunStopped):
+            self.stage = None
+            self.console.print(f"stopped: {event.reason}")
+
+    def render(self) -> RenderableType:
+        parts: list[RenderableType] = [self.header]
+        if self.stage is not None:
+            elapsed = time.time() - self.stage.at
+            bar = ProgressBar(total=self.stage.budget, completed=min(elapsed, self.stage.budget),
+                              width=40)  # fmt: skip
+            line = Table.grid(padding=(0, 1))
+            line.add_row(f"experiment #{self.stage.experiment} {self.stage.stage}", bar,
+                         f"{elapsed:.1f}s / {self.stage.budget:g}s budget")  # fmt: skip
+            parts.append(line)
+        table = Table(box=None, header_style="bold", pad_edge=False, expand=True)
+        for column in ("#", "decision", "value", "why"):
+            table.add_column(column, no_wrap=column != "why", overflow="ellipsis")
+        for r in self.recent:
+            table.add_row(str(r.id), Text(r.decision or "", style=decision_style(r.decision)),
+                          format_value(r.value), r.why or "")  # fmt: skip
+        parts.append(table)
+        if self.incumbent is not None:
+            parts.append(Text(
+                f"incumbent {format_value(self.incumbent.value)} (#{self.incumbent.id}, "
+                f"{short(self.incumbent.commit)})  baseline "
+                f"{format_value(self.baseline.value if self.baseline else None)}  "
+                f"{self.counts['experiments']} experiments, {self.counts['keeps']} keeps",
+                style="bold",
+            ))  # fmt: skip
+        return Group(*parts)

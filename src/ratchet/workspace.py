@@ -1,0 +1,199 @@
+"""Git: the run branch, persistent slot worktrees, proposals as patches, keeps as commits.
+
+The user's checked-out branch, index and working tree are never written: slots are
+detached worktrees under `.ratchet/slots/`, keeps are made with `write-tree` and
+`commit-tree` (no hooks run), and only `refs/heads/ratchet/<run>` moves.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ratchet.spec import matches
+
+STATE_DIR = ".ratchet"
+SLOTS_DIR = f"{STATE_DIR}/slots"
+BRANCH_PREFIX = "ratchet/"
+FALLBACK_IDENTITY = {
+    "GIT_AUTHOR_NAME": "ratchet",
+    "GIT_AUTHOR_EMAIL": "ratchet@localhost",
+    "GIT_COMMITTER_NAME": "ratchet",
+    "GIT_COMMITTER_EMAIL": "ratchet@localhost",
+}
+# git must not read the user's pager, editor or terminal prompts while ratchet drives it
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+
+
+class GitError(Exception):
+    """A git command failed; the message holds git's own words."""
+
+
+def git(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    proc = subprocess.run(
+        ["git", "-c", "core.quotepath=on", *args],
+        cwd=cwd,
+        capture_output=True,
+        env={**os.environ, **_GIT_ENV, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        message = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise GitError(f"git {args[0]} failed: {message[-1] if message else proc.returncode}")
+    return proc.stdout.decode(errors="surrogateescape")
+
+
+def branch_name(run: str) -> str:
+    return f"{BRANCH_PREFIX}{run}"
+
+
+def project_root(path: Path) -> Path:
+    try:
+        return Path(git(path, "rev-parse", "--show-toplevel").strip())
+    except (GitError, FileNotFoundError, NotADirectoryError):
+        raise GitError(f"{path} is not inside a git repository; run 'git init' first") from None
+
+
+def head_commit(project: Path) -> str:
+    try:
+        return git(project, "rev-parse", "--verify", "HEAD^{commit}").strip()
+    except GitError:
+        raise GitError("the repository has no commit yet; commit your files first") from None
+
+
+def resolve(project: Path, ref: str) -> str | None:
+    out = git(project, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}", check=False).strip()
+    return out or None
+
+
+def dirty_files(project: Path) -> list[str]:
+    """Modified, staged or untracked files, outside ratchet's own state."""
+    out = git(project, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    names = [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+    return [n for n in names if not n.startswith(f"{STATE_DIR}/")]
+
+
+def tracked_files(project: Path, commit: str = "HEAD") -> list[str]:
+    out = git(project, "ls-tree", "-r", "-z", "--name-only", "--full-tree", commit)
+    return [name for name in out.split("\0") if name]
+
+
+def has_identity(project: Path) -> bool:
+    name = git(project, "config", "user.name", check=False).strip()
+    email = git(project, "config", "user.email", check=False).strip()
+    return bool(name and email)
+
+
+def create_branch(project: Path, run: str, commit: str) -> None:
+    """Create `ratchet/<run>` at `commit`; fails if it already exists."""
+    git(project, "update-ref", f"refs/heads/{branch_name(run)}", commit, "")
+
+
+def advance_branch(project: Path, run: str, new: str, old: str) -> None:
+    """Move `ratchet/<run>` from `old` to `new`, refusing if someone else moved it."""
+    git(project, "update-ref", f"refs/heads/{branch_name(run)}", new, old)
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int
+    path: Path
+
+
+def ensure_slot(project: Path, index: int, commit: str) -> Slot:
+    """The slot's persistent worktree, created once and repaired when broken."""
+    path = project / SLOTS_DIR / str(index)
+    if (path / ".git").is_file() and git(path, "rev-parse", "--git-dir", check=False):
+        return Slot(index, path)
+    if path.exists():
+        shutil.rmtree(path)
+    git(project, "worktree", "prune")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git(project, "worktree", "add", "--detach", "-f", str(path), commit)
+    return Slot(index, path)
+
+
+def reset_slot(slot: Slot, commit: str) -> None:
+    """Make the slot's tree exactly `commit`: tracked files reset, everything else removed."""
+    git(slot.path, "reset", "--hard", "-q", commit)
+    git(slot.path, "clean", "-ffdxq")
+
+
+@dataclass(frozen=True)
+class PathChange:
+    status: str  # A, M, D, R (renamed), C (copied), T (type changed)
+    path: str
+    old_path: str | None = None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,) if self.old_path is None else (self.old_path, self.path)
+
+
+@dataclass(frozen=True)
+class Change:
+    patch: str
+    files: tuple[PathChange, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.files
+
+
+def _unquote(path: str) -> str:
+    if not (path.startswith('"') and path.endswith('"')):
+        return path
+    raw = codecs.escape_decode(path[1:-1].encode("latin-1", errors="backslashreplace"))[0]
+    return bytes(raw).decode("utf-8", errors="surrogateescape")
+
+
+def collect_change(slot: Slot, parent: str) -> Change:
+    """Stage whatever the proposer did and return it as a patch against `parent`.
+
+    Ignored files the proposer left behind are removed, so the candidate is exactly
+    the parent's tree plus the patch.
+    """
+    git(slot.path, "add", "-A")
+    git(slot.path, "clean", "-ffdXq")
+    out = git(slot.path, "diff", "--cached", "--binary", "-M", "--patch-with-raw", parent)
+    files: list[PathChange] = []
+    raw, _, _ = out.partition("\n\n") if out.startswith(":") else ("", "", "")
+    for line in raw.splitlines():
+        if not line.startswith(":"):
+            continue
+        meta, *names = line.split("\t")
+        status = meta.split()[-1][0]
+        if len(names) == 2:
+            files.append(PathChange(status, _unquote(names[1]), _unquote(names[0])))
+        else:
+            files.append(PathChange(status, _unquote(names[0])))
+    patch = out[len(raw) + 2 :] if raw else ""
+    return Change(patch=patch, files=tuple(files))
+
+
+def out_of_scope(change: Change, editable: list[str]) -> list[str]:
+    """Paths the change touches that the scope does not allow (both sides of a rename)."""
+    return sorted({p for f in change.files for p in f.paths if not matches(p, editable)})
+
+
+def commit_candidate(slot: Slot, parent: str, message: str, identity: bool) -> str:
+    """Write the staged candidate as a commit whose parent is `parent`; no hook runs."""
+    tree = git(slot.path, "write-tree").strip()
+    env = None if identity else FALLBACK_IDENTITY
+    return git(slot.path, "commit-tree", tree, "-p", parent, "-m", message, env=env).strip()
+
+
+def ensure_ignored(project: Path) -> bool:
+    """Add `.ratchet/` to the project's .gitignore; True when the file changed."""
+    gitignore = project / ".gitignore"
+    text = gitignore.read_text() if gitignore.exists() else ""
+    if any(
+        line.strip() in {STATE_DIR, f"{STATE_DIR}/", f"/{STATE_DIR}/"} for line in text.splitlines()
+    ):
+        return False
+    prefix = "" if not text or text.endswith("\n") else "\n"
+    gitignore.write_text(f"{text}{prefix}{STATE_DIR}/\n")
+    return True

@@ -1,0 +1,111 @@
+"""Real git repositories in temporary folders, and ratchet run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test User",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test User",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+
+
+def git(project: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", *args], cwd=project, capture_output=True, text=True,
+        env={**os.environ, **GIT_ENV}, check=True,
+    )  # fmt: skip
+    return proc.stdout.strip()
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(content).lstrip("\n"))
+        if name.endswith(".sh"):
+            path.chmod(0o755)
+
+
+def make_project(root: Path, files: dict[str, str], spec: str | None = None) -> Path:
+    """A git repository with `files` and `ratchet.toml`, all committed on `main`."""
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    all_files = {".gitignore": ".ratchet/\n", **files}
+    if spec is not None:
+        all_files["ratchet.toml"] = spec
+    write_files(root, all_files)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root
+
+
+def ratchet(project: Path, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`ratchet ARGS` in `project`, as a user would type it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ratchet", *args], cwd=project, capture_output=True, text=True,
+        env={**os.environ, **GIT_ENV, **(env or {})}, timeout=timeout,
+    )  # fmt: skip
+
+
+def experiments(project: Path) -> list[dict[str, Any]]:
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    db.row_factory = sqlite3.Row
+    rows = [dict(r) for r in db.execute("SELECT * FROM experiments ORDER BY id")]
+    db.close()
+    return rows
+
+
+def decisions(project: Path) -> list[str | None]:
+    return [row["decision"] for row in experiments(project)]
+
+
+SCORE_SPEC = """
+[scope]
+editable = ["value.py"]
+[metric]
+command = "{python} score.py"
+name = "score"
+goal = "minimize"
+budget = "{budget}"
+grace = "0.5s"
+[run]
+max_experiments = {max_experiments}
+[proposer]
+kind = "command"
+command = '''{propose}'''
+budget = "20s"
+"""
+
+SCORE_FILES = {
+    "value.py": "X = 5\n",
+    "score.py": """
+        from value import X
+        print(f"score: {(X - 2) ** 2}")
+    """,
+}
+
+
+@pytest.fixture
+def score_project(tmp_path: Path) -> Callable[..., Path]:
+    """A project whose metric is (X - 2)^2 for the constant X in value.py."""
+
+    def build(propose: str, max_experiments: int = 1, budget: str = "20s",
+              files: dict[str, str] | None = None, extra: str = "") -> Path:  # fmt: skip
+        spec = SCORE_SPEC.format(python=sys.executable, propose=propose, budget=budget,
+                                 max_experiments=max_experiments)  # fmt: skip
+        return make_project(tmp_path / "project", {**SCORE_FILES, **(files or {})}, spec + extra)
+
+    return build
