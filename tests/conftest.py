@@ -23,9 +23,13 @@ GIT_ENV = {
 
 def git(project: Path, *args: str) -> str:
     proc = subprocess.run(
-        ["git", *args], cwd=project, capture_output=True, text=True,
-        env={**os.environ, **GIT_ENV}, check=True,
-    )  # fmt: skip
+        ["git", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+    )
     return proc.stdout.strip()
 
 
@@ -51,13 +55,18 @@ def make_project(root: Path, files: dict[str, str], spec: str | None = None) -> 
     return root
 
 
-def ratchet(project: Path, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def ratchet(
+    project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """`ratchet ARGS` in `project`, as a user would type it."""
     return subprocess.run(
-        [sys.executable, "-m", "ratchet", *args], cwd=project, capture_output=True, text=True,
-        env={**os.environ, **GIT_ENV, **(env or {})}, timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, "-m", "ratchet", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def experiments(project: Path) -> list[dict[str, Any]]:
@@ -102,10 +111,16 @@ SCORE_FILES = {
 def score_project(tmp_path: Path) -> Callable[..., Path]:
     """A project whose metric is (X - 2)^2 for the constant X in value.py."""
 
-    def build(propose: str, max_experiments: int = 1, budget: str = "20s",
-              files: dict[str, str] | None = None, extra: str = "") -> Path:  # fmt: skip
-        spec = SCORE_SPEC.format(python=sys.executable, propose=propose, budget=budget,
-                                 max_experiments=max_experiments)  # fmt: skip
+    def build(
+        propose: str,
+        max_experiments: int = 1,
+        budget: str = "20s",
+        files: dict[str, str] | None = None,
+        extra: str = "",
+    ) -> Path:
+        spec = SCORE_SPEC.format(
+            python=sys.executable, propose=propose, budget=budget, max_experiments=max_experiments
+        )
         return make_project(tmp_path / "project", {**SCORE_FILES, **(files or {})}, spec + extra)
 
     return build

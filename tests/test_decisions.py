@@ -174,5 +174,11 @@ def test_the_loop_goes_on_after_every_kind_of_failure(
     result = ratchet(project, "run")
     assert result.returncode == 0, result.stderr
     assert [r["decision"] for r in experiments(project)] == [
-        "keep", "crash", "not-finite", "no-change", "out-of-scope", "invalid-proposal", "keep",
-    ]  # fmt: skip
+        "keep",
+        "crash",
+        "not-finite",
+        "no-change",
+        "out-of-scope",
+        "invalid-proposal",
+        "keep",
+    ]

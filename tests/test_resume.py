@@ -98,8 +98,13 @@ def test_killed_at_an_internal_step_then_resumed(
     project = score_project(DECREMENT, max_experiments=3)
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    killed = subprocess.run([sys.executable, str(driver), point], cwd=project,
-                            capture_output=True, text=True, env={**os.environ, **GIT_ENV})  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, str(driver), point],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     before = experiments(project)
     result = ratchet(project, "run")
@@ -135,13 +140,19 @@ def test_killed_while_a_child_runs_then_resumed(
         extra_files = {"measure.sh": f'if [ "$(cat value.py)" != "X = 5" ]; then {hang}; fi\n'}
         project = score_project(DECREMENT, max_experiments=3, files=extra_files)
         spec = (project / "ratchet.toml").read_text()
-        spec = spec.replace(f'command = "{sys.executable} score.py"',
-                            f'command = "sh measure.sh && {sys.executable} score.py"')  # fmt: skip
+        spec = spec.replace(
+            f'command = "{sys.executable} score.py"',
+            f'command = "sh measure.sh && {sys.executable} score.py"',
+        )
         (project / "ratchet.toml").write_text(spec)
         git(project, "commit", "-qam", "measure through a script")
-    proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **GIT_ENV})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ratchet", "run"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **GIT_ENV},
+    )
     _wait_for(flag)
     time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)

@@ -45,10 +45,14 @@ def build_brief(
         _entry(r) for r in journal.experiments(run, limit=HISTORY_LIMIT) if r.decision is not None
     ]
     failures = [
-        {"id": r.id, "decision": r.decision, "why": r.why,
-         "tail": journal.last_output(r.id)[-FAILURE_TAIL:]}
+        {
+            "id": r.id,
+            "decision": r.decision,
+            "why": r.why,
+            "tail": journal.last_output(r.id)[-FAILURE_TAIL:],
+        }
         for r in journal.failures(run, FAILURE_LIMIT)
-    ]  # fmt: skip
+    ]
     return {
         "run": run,
         "experiment": experiment,

@@ -118,8 +118,10 @@ def init(
     files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
     target.write_text(spec_template(files))
     workspace.ensure_ignored(project)
-    console.print(f"wrote {SPEC_FILE} and added .ratchet/ to .gitignore; edit the spec, "
-                  "commit both, then run 'ratchet run'")  # fmt: skip
+    console.print(
+        f"wrote {SPEC_FILE} and added .ratchet/ to .gitignore; edit the spec, "
+        "commit both, then run 'ratchet run'"
+    )
 
 
 # run ----------------------------------------------------------------------------------
@@ -231,10 +233,14 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     table.add_row("metric", f"{run.metric} ({run.goal})")
     table.add_row("baseline", _fmt(baseline.value if baseline else None))
     if incumbent:
-        table.add_row("incumbent", f"{_fmt(incumbent.value)} (#{incumbent.id}, "
-                      f"{(incumbent.commit or '')[:7]})")  # fmt: skip
-    table.add_row("experiments", f"{counts.experiments} ({counts.keeps} keeps, "
-                  f"{counts.since_keep} since the last keep)")  # fmt: skip
+        table.add_row(
+            "incumbent",
+            f"{_fmt(incumbent.value)} (#{incumbent.id}, {(incumbent.commit or '')[:7]})",
+        )
+    table.add_row(
+        "experiments",
+        f"{counts.experiments} ({counts.keeps} keeps, {counts.since_keep} since the last keep)",
+    )
     table.add_row("decisions", ", ".join(f"{k} {v}" for k, v in sorted(decisions.items())))
     table.add_row("elapsed", f"{counts.elapsed:.0f}s")
     console.print(table)
@@ -264,8 +270,13 @@ def log(
     for column in ("#", "decision", "value", "files", "why"):
         table.add_column(column, overflow="fold")
     for r in records:
-        table.add_row(str(r.id), Text(r.decision or r.stage, style=decision_style(r.decision)),
-                      _fmt(r.value), ", ".join(r.files), r.why or "")  # fmt: skip
+        table.add_row(
+            str(r.id),
+            Text(r.decision or r.stage, style=decision_style(r.decision)),
+            _fmt(r.value),
+            ", ".join(r.files),
+            r.why or "",
+        )
     console.print(table)
 
 
@@ -292,11 +303,16 @@ def show(
 def _show_record(record: ExperimentRecord, output: str) -> None:
     from ratchet.view import decision_style
 
-    title = Text.assemble((f"experiment #{record.id} ", "bold"),
-                          (record.decision or record.stage, decision_style(record.decision)))  # fmt: skip
+    title = Text.assemble(
+        (f"experiment #{record.id} ", "bold"),
+        (record.decision or record.stage, decision_style(record.decision)),
+    )
     console.print(title)
-    console.print(f"run {record.run}, parent {record.parent[:7]}, proposer {record.proposer}, "
-                  f"commit {(record.commit or '-')[:7]}", highlight=False)  # fmt: skip
+    console.print(
+        f"run {record.run}, parent {record.parent[:7]}, proposer {record.proposer}, "
+        f"commit {(record.commit or '-')[:7]}",
+        highlight=False,
+    )
     console.print(f"value: {_fmt(record.value)}", highlight=False)
     console.print(f"why: {record.why}", highlight=False)
     console.print(f"rationale: {record.rationale}", highlight=False)
@@ -329,8 +345,11 @@ def demo(
     console.print(f"demo project in {project}", highlight=False)
     started = time.monotonic()
     outcome = _start(project, None, max_experiments, _duration(max_time, "--max-time"))
-    console.print(f"demo finished in {time.monotonic() - started:.0f}s; see 'git -C {directory} "
-                  f"log ratchet/default' and {directory}/.ratchet/results.tsv", highlight=False)  # fmt: skip
+    console.print(
+        f"demo finished in {time.monotonic() - started:.0f}s; see 'git -C {directory} "
+        f"log ratchet/default' and {directory}/.ratchet/results.tsv",
+        highlight=False,
+    )
     if outcome.incumbent is None:
         raise typer.Exit(1)
 

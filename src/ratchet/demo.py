@@ -24,15 +24,27 @@ def prepare_demo(directory: Path) -> Path:
     if directory.exists() and any(directory.iterdir()):
         raise UsageError(f"{directory} exists and is not empty; choose another directory")
     with as_file(files("ratchet").joinpath(EXAMPLE)) as source:
-        shutil.copytree(source, directory, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
+        shutil.copytree(
+            source,
+            directory,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
     # the demo's commands run with this interpreter, which has numpy, whatever PATH says
     spec = directory / SPEC_FILE
     spec.write_text(spec.read_text().replace('"python3 ', f'"{shlex.quote(sys.executable)} '))
     workspace.ensure_ignored(directory)
     env = workspace.FALLBACK_IDENTITY
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
-                 ["commit", "-q", "-m", "The ratchet demo: a small numpy training script"]):  # fmt: skip
-        subprocess.run(["git", *args], cwd=directory, check=True, capture_output=True,
-                       env={**os.environ, **env})  # fmt: skip
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["commit", "-q", "-m", "The ratchet demo: a small numpy training script"],
+    ):
+        subprocess.run(
+            ["git", *args],
+            cwd=directory,
+            check=True,
+            capture_output=True,
+            env={**os.environ, **env},
+        )
     return directory

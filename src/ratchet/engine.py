@@ -144,15 +144,24 @@ class Engine:
                     "choose another --name or delete the branch"
                 )
             base = workspace.head_commit(self.project)
-            record = RunRecord(self.name, branch, base, self.spec.digest(),
-                               self.spec.metric.name, self.spec.metric.goal, time.time())  # fmt: skip
+            record = RunRecord(
+                self.name,
+                branch,
+                base,
+                self.spec.digest(),
+                self.spec.metric.name,
+                self.spec.metric.goal,
+                time.time(),
+            )
             workspace.create_branch(self.project, self.name, base)
             self.journal.create_run(record)
             self.journal.audit(self.name, "run-created", base=base, branch=branch)
             return record, False
         if workspace.resolve(self.project, f"refs/heads/{branch}") is None:
-            raise RunError(f"branch {branch} is gone but the journal holds run '{self.name}'; "
-                           "restore the branch or choose another --name")  # fmt: skip
+            raise RunError(
+                f"branch {branch} is gone but the journal holds run '{self.name}'; "
+                "restore the branch or choose another --name"
+            )
         return record, True
 
     def _reconcile_branch(self, run: RunRecord) -> None:
@@ -181,15 +190,24 @@ class Engine:
         if interrupted:
             self.journal.audit(self.name, "interrupted-marked", experiments=interrupted)
         self._reconcile_branch(run)
-        self.journal.audit(self.name, "run-started", spec_digest=self.spec.digest(),
-                           resumed=resumed, limits=self.limits.__dict__)  # fmt: skip
+        self.journal.audit(
+            self.name,
+            "run-started",
+            spec_digest=self.spec.digest(),
+            resumed=resumed,
+            limits=self.limits.__dict__,
+        )
         export_tsv(self.journal, self.name, self.spec.metric.name, self.results)
         incumbent = self.journal.incumbent(self.name)
-        slot = workspace.ensure_slot(self.project, 0, incumbent.commit if incumbent and
-                                     incumbent.commit else run.base_commit)  # fmt: skip
+        slot = workspace.ensure_slot(
+            self.project, 0, incumbent.commit if incumbent and incumbent.commit else run.base_commit
+        )
         self.identity = workspace.has_identity(self.project)
-        self.observe(RunStarted(run, self.spec.proposer.kind, self.sandbox.name, resumed,
-                                interrupted, incumbent))  # fmt: skip
+        self.observe(
+            RunStarted(
+                run, self.spec.proposer.kind, self.sandbox.name, resumed, interrupted, incumbent
+            )
+        )
         self.session_start = time.monotonic()
         self.counts = self.journal.counts(self.name)
         reason = "stopped"
@@ -219,8 +237,9 @@ class Engine:
     def _make_proposer(self, slot: Slot) -> Proposer:
         history = self.journal.experiments(self.name)
         files = workspace.tracked_files(slot.path)
-        context = ProposerContext(self.spec, self.project, slot.path, files, history,
-                                  self.sandbox, self.state)  # fmt: skip
+        context = ProposerContext(
+            self.spec, self.project, slot.path, files, history, self.sandbox, self.state
+        )
         return make_proposer(context)
 
     def _stop_reason(self, incumbent: ExperimentRecord) -> str | None:
@@ -254,17 +273,25 @@ class Engine:
         if measurement.ok:
             why = f"baseline: {self.spec.metric.name} {measurement.value:.6g} on the base commit"
             return self._decide(experiment, "keep", why, measurement, run.base_commit, None)
-        return self._decide(experiment, measurement.status, f"baseline: {measurement.why}",
-                            measurement, None, None)  # fmt: skip
+        return self._decide(
+            experiment, measurement.status, f"baseline: {measurement.why}", measurement, None, None
+        )
 
     def _measure(self, experiment: int, slot: Slot, seed: int = 0) -> Measurement:
         self.observe(StageStarted(experiment, "measuring", self.spec.metric.budget, time.time()))
-        measurement = measure_candidate(slot.path, self.spec.metric, self.sandbox, self.env,
-                                        seed, self.redact)  # fmt: skip
+        measurement = measure_candidate(
+            slot.path, self.spec.metric, self.sandbox, self.env, seed, self.redact
+        )
         self.journal.add_measurement(
-            experiment, measurement.seed, measurement.status, measurement.value,
-            measurement.metrics, measurement.duration, measurement.output, measurement.started_at,
-        )  # fmt: skip
+            experiment,
+            measurement.seed,
+            measurement.status,
+            measurement.value,
+            measurement.metrics,
+            measurement.duration,
+            measurement.output,
+            measurement.started_at,
+        )
         return measurement
 
     def _run_experiment(
@@ -275,11 +302,15 @@ class Engine:
         try:
             record = self._attempt(experiment, slot, proposer, incumbent, parent)
         except Stopped as stop:
-            self.journal.decide(experiment, "interrupted", f"stopped by {stop} while the "
-                                "experiment was in flight; nothing of it was kept")  # fmt: skip
+            self.journal.decide(
+                experiment,
+                "interrupted",
+                f"stopped by {stop} while the experiment was in flight; nothing of it was kept",
+            )
             raise
-        outcome = Outcome(record.id, record.decision or "", record.value, incumbent.value,
-                          record.meta)  # fmt: skip
+        outcome = Outcome(
+            record.id, record.decision or "", record.value, incumbent.value, record.meta
+        )
         proposer.observe(outcome)
         return record if record.decision == "keep" else incumbent
 
@@ -308,20 +339,30 @@ class Engine:
             raise
         except Exception as error:  # an untrusted plug-in's bug must not end the night
             why = f"the proposer failed: {type(error).__name__}: {error}"
-            return self._decide(experiment, "invalid-proposal", self.redact(why), None, None,
-                                incumbent)  # fmt: skip
+            return self._decide(
+                experiment, "invalid-proposal", self.redact(why), None, None, incumbent
+            )
         files = sorted({p for f in change.files for p in f.paths})
         self.journal.record_proposal(
-            experiment, self.redact(proposal.rationale), self.redact(change.patch), files,
-            proposal.meta, proposal.cost.seconds, proposal.cost.tokens, proposal.cost.usd,
-        )  # fmt: skip
+            experiment,
+            self.redact(proposal.rationale),
+            self.redact(change.patch),
+            files,
+            proposal.meta,
+            proposal.cost.seconds,
+            proposal.cost.tokens,
+            proposal.cost.usd,
+        )
         if change.empty:
-            return self._decide(experiment, "no-change", "the proposal changed no file",
-                                None, None, incumbent)  # fmt: skip
+            return self._decide(
+                experiment, "no-change", "the proposal changed no file", None, None, incumbent
+            )
         outside = workspace.out_of_scope(change, self.spec.scope.editable)
         if outside:
-            why = (f"the proposal changed {', '.join(outside)}, outside the editable scope "
-                   f"({', '.join(self.spec.scope.editable)}); nothing of it was kept")  # fmt: skip
+            why = (
+                f"the proposal changed {', '.join(outside)}, outside the editable scope "
+                f"({', '.join(self.spec.scope.editable)}); nothing of it was kept"
+            )
             return self._decide(experiment, "out-of-scope", why, None, None, incumbent)
         return self._judge(experiment, slot, proposal.rationale, incumbent, parent)
 
@@ -335,8 +376,9 @@ class Engine:
         while True:
             measurement = self._measure(experiment, slot, seed=len(values))
             if not measurement.ok:
-                return self._decide(experiment, measurement.status, measurement.why,
-                                    measurement, None, incumbent)  # fmt: skip
+                return self._decide(
+                    experiment, measurement.status, measurement.why, measurement, None, incumbent
+                )
             assert measurement.value is not None
             values.append(measurement.value)
             judgement = self.policy.judge(Samples(tuple(values)), incumbent_samples, goal, metric)
@@ -345,8 +387,9 @@ class Engine:
         summary = replace(measurement, value=sum(values) / len(values))
         if judgement.verdict != "keep":
             return self._decide(experiment, "discard", judgement.why, summary, None, incumbent)
-        message = _commit_message(rationale, metric, incumbent.value, summary.value, experiment,
-                                  self.name)  # fmt: skip
+        message = _commit_message(
+            rationale, metric, incumbent.value, summary.value, experiment, self.name
+        )
         commit = workspace.commit_candidate(slot, parent, self.redact(message), self.identity)
         record = self._decide(experiment, "keep", judgement.why, summary, commit, incumbent)
         workspace.advance_branch(self.project, self.name, commit, parent)  # after the journal
@@ -395,13 +438,22 @@ class Engine:
         limits, counts = self.limits, self.counts
         elapsed = counts.elapsed + (time.monotonic() - self.session_start)
         budget_left: dict[str, float | int | None] = {
-            "experiments": None if limits.max_experiments is None
+            "experiments": None
+            if limits.max_experiments is None
             else limits.max_experiments - counts.experiments,
             "seconds": None if limits.max_time is None else max(0.0, limits.max_time - elapsed),
-        }  # fmt: skip
+        }
         totals = {"experiments": counts.experiments, "keeps": counts.keeps}
-        return build_brief(self.spec, self.journal, self.name, experiment, incumbent, directive,
-                           budget_left, totals)  # fmt: skip
+        return build_brief(
+            self.spec,
+            self.journal,
+            self.name,
+            experiment,
+            incumbent,
+            directive,
+            budget_left,
+            totals,
+        )
 
 
 def _commit_message(

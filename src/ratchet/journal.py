@@ -73,9 +73,16 @@ CREATE TABLE IF NOT EXISTS audit (
 
 TSV_COLUMNS_AFTER_METRIC = ["memory_gb", "status", "description"]
 TSV_OWN_COLUMNS = [
-    "experiment", "decision", "why", "parent", "proposer", "duration_s",
-    "cost_usd", "files", "started_at",
-]  # fmt: skip
+    "experiment",
+    "decision",
+    "why",
+    "parent",
+    "proposer",
+    "duration_s",
+    "cost_usd",
+    "files",
+    "started_at",
+]
 # autoresearch's status column knows only these three words
 _AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "no-change": "discard"}
 
@@ -118,14 +125,28 @@ class ExperimentRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ExperimentRecord:
         return cls(
-            id=row["id"], run=row["run"], slot=row["slot"], parent=row["parent"],
-            commit=row["commit_sha"], proposer=row["proposer"], rationale=row["rationale"],
-            patch=row["patch"], files=json.loads(row["files"]), meta=json.loads(row["meta"]),
-            cost_seconds=row["cost_seconds"], cost_tokens=row["cost_tokens"],
-            cost_usd=row["cost_usd"], stage=row["stage"], decision=row["decision"],
-            why=row["why"], value=row["value"], metrics=json.loads(row["metrics"]),
-            duration=row["duration"], started_at=row["started_at"], ended_at=row["ended_at"],
-        )  # fmt: skip
+            id=row["id"],
+            run=row["run"],
+            slot=row["slot"],
+            parent=row["parent"],
+            commit=row["commit_sha"],
+            proposer=row["proposer"],
+            rationale=row["rationale"],
+            patch=row["patch"],
+            files=json.loads(row["files"]),
+            meta=json.loads(row["meta"]),
+            cost_seconds=row["cost_seconds"],
+            cost_tokens=row["cost_tokens"],
+            cost_usd=row["cost_usd"],
+            stage=row["stage"],
+            decision=row["decision"],
+            why=row["why"],
+            value=row["value"],
+            metrics=json.loads(row["metrics"]),
+            duration=row["duration"],
+            started_at=row["started_at"],
+            ended_at=row["ended_at"],
+        )
 
     def to_json(self, with_patch: bool = True) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if with_patch or k != "patch"}
@@ -180,9 +201,16 @@ class Journal:
     def create_run(self, record: RunRecord) -> None:
         self.db.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (record.name, record.branch, record.base_commit, record.spec_digest,
-             record.metric, record.goal, record.created_at),
-        )  # fmt: skip
+            (
+                record.name,
+                record.branch,
+                record.base_commit,
+                record.spec_digest,
+                record.metric,
+                record.goal,
+                record.created_at,
+            ),
+        )
 
     # experiments --------------------------------------------------------------------
     def begin_experiment(self, run: str, slot: int, parent: str, proposer: str) -> int:
@@ -208,9 +236,17 @@ class Journal:
         self.db.execute(
             "UPDATE experiments SET stage = 'measuring', rationale = ?, patch = ?, files = ?,"
             " meta = ?, cost_seconds = ?, cost_tokens = ?, cost_usd = ? WHERE id = ?",
-            (rationale, patch, json.dumps(files), json.dumps(meta), cost_seconds,
-             cost_tokens, cost_usd, experiment),
-        )  # fmt: skip
+            (
+                rationale,
+                patch,
+                json.dumps(files),
+                json.dumps(meta),
+                cost_seconds,
+                cost_tokens,
+                cost_usd,
+                experiment,
+            ),
+        )
 
     def add_measurement(
         self,
@@ -242,9 +278,17 @@ class Journal:
         self.db.execute(
             "UPDATE experiments SET stage = 'done', decision = ?, why = ?, value = ?,"
             " metrics = ?, commit_sha = ?, duration = ?, ended_at = ? WHERE id = ?",
-            (decision, why, value, json.dumps(metrics or {}), commit, duration, time.time(),
-             experiment),
-        )  # fmt: skip
+            (
+                decision,
+                why,
+                value,
+                json.dumps(metrics or {}),
+                commit,
+                duration,
+                time.time(),
+                experiment,
+            ),
+        )
 
     def interrupt_unfinished(self, run: str) -> list[int]:
         """Give every experiment left in flight by a dead ratchet its terminal decision."""
@@ -256,9 +300,13 @@ class Journal:
                 self.db.execute(
                     "UPDATE experiments SET stage = 'done', decision = 'interrupted', why = ?,"
                     " ended_at = ? WHERE id = ?",
-                    (f"ratchet stopped while the experiment was {row['stage']}; nothing of it"
-                     " was kept", time.time(), row["id"]),
-                )  # fmt: skip
+                    (
+                        f"ratchet stopped while the experiment was {row['stage']}; nothing of it"
+                        " was kept",
+                        time.time(),
+                        row["id"],
+                    ),
+                )
         return [row["id"] for row in rows]
 
     def experiment(self, experiment: int) -> ExperimentRecord | None:

@@ -16,8 +16,12 @@ from ratchet.engine import Event, ExperimentDecided, RunStarted, RunStopped, Sta
 from ratchet.journal import ExperimentRecord
 
 RECENT = 8
-DECISION_STYLE = {"keep": "bold green", "discard": "yellow", "no-change": "dim",
-                  "interrupted": "magenta"}  # fmt: skip
+DECISION_STYLE = {
+    "keep": "bold green",
+    "discard": "yellow",
+    "no-change": "dim",
+    "interrupted": "magenta",
+}
 
 
 def decision_style(decision: str | None) -> str:
@@ -53,8 +57,10 @@ class PlainView:
 def plain_line(event: Event) -> str | None:
     if isinstance(event, RunStarted):
         verb = "resumed" if event.resumed else "started"
-        line = (f"run {event.run.name} {verb} on branch {event.run.branch} "
-                f"(proposer {event.proposer}, sandbox {event.sandbox})")  # fmt: skip
+        line = (
+            f"run {event.run.name} {verb} on branch {event.run.branch} "
+            f"(proposer {event.proposer}, sandbox {event.sandbox})"
+        )
         if event.interrupted:
             line += f"; marked interrupted: {', '.join(f'#{i}' for i in event.interrupted)}"
         return line
@@ -78,8 +84,9 @@ class LiveView:
         self.incumbent: ExperimentRecord | None = None
         self.baseline: ExperimentRecord | None = None
         self.counts = {"experiments": 0, "keeps": 0}
-        self.live = Live(console=console, get_renderable=self.render, refresh_per_second=4,
-                         transient=False)  # fmt: skip
+        self.live = Live(
+            console=console, get_renderable=self.render, refresh_per_second=4, transient=False
+        )
 
     def __enter__(self) -> LiveView:
         self.live.__enter__()
@@ -91,10 +98,10 @@ class LiveView:
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.header = Text.assemble(
-                ("ratchet ", "bold"), (event.run.name, "bold cyan"),
-                f"  branch {event.run.branch}  proposer {event.proposer}  "
-                f"sandbox {event.sandbox}",
-            )  # fmt: skip
+                ("ratchet ", "bold"),
+                (event.run.name, "bold cyan"),
+                f"  branch {event.run.branch}  proposer {event.proposer}  sandbox {event.sandbox}",
+            )
             self.incumbent = event.incumbent
         elif isinstance(event, StageStarted):
             self.stage = event
@@ -116,25 +123,35 @@ class LiveView:
         parts: list[RenderableType] = [self.header]
         if self.stage is not None:
             elapsed = time.time() - self.stage.at
-            bar = ProgressBar(total=self.stage.budget, completed=min(elapsed, self.stage.budget),
-                              width=40)  # fmt: skip
+            bar = ProgressBar(
+                total=self.stage.budget, completed=min(elapsed, self.stage.budget), width=40
+            )
             line = Table.grid(padding=(0, 1))
-            line.add_row(f"experiment #{self.stage.experiment} {self.stage.stage}", bar,
-                         f"{elapsed:.1f}s / {self.stage.budget:g}s budget")  # fmt: skip
+            line.add_row(
+                f"experiment #{self.stage.experiment} {self.stage.stage}",
+                bar,
+                f"{elapsed:.1f}s / {self.stage.budget:g}s budget",
+            )
             parts.append(line)
         table = Table(box=None, header_style="bold", pad_edge=False, expand=True)
         for column in ("#", "decision", "value", "why"):
             table.add_column(column, no_wrap=column != "why", overflow="ellipsis")
         for r in self.recent:
-            table.add_row(str(r.id), Text(r.decision or "", style=decision_style(r.decision)),
-                          format_value(r.value), r.why or "")  # fmt: skip
+            table.add_row(
+                str(r.id),
+                Text(r.decision or "", style=decision_style(r.decision)),
+                format_value(r.value),
+                r.why or "",
+            )
         parts.append(table)
         if self.incumbent is not None:
-            parts.append(Text(
-                f"incumbent {format_value(self.incumbent.value)} (#{self.incumbent.id}, "
-                f"{short(self.incumbent.commit)})  baseline "
-                f"{format_value(self.baseline.value if self.baseline else None)}  "
-                f"{self.counts['experiments']} experiments, {self.counts['keeps']} keeps",
-                style="bold",
-            ))  # fmt: skip
+            parts.append(
+                Text(
+                    f"incumbent {format_value(self.incumbent.value)} (#{self.incumbent.id}, "
+                    f"{short(self.incumbent.commit)})  baseline "
+                    f"{format_value(self.baseline.value if self.baseline else None)}  "
+                    f"{self.counts['experiments']} experiments, {self.counts['keeps']} keeps",
+                    style="bold",
+                )
+            )
         return Group(*parts)

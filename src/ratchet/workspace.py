@@ -73,7 +73,7 @@ def dirty_files(project: Path) -> list[str]:
     """Modified, staged or untracked files, outside ratchet's own state."""
     out = git(project, "status", "--porcelain=v1", "-z", "--untracked-files=all")
     names = [entry[3:] for entry in out.split("\0") if len(entry) > 3]
-    return [n for n in names if not n.startswith(f"{STATE_DIR}/")]
+    return sorted(n for n in names if not n.startswith(f"{STATE_DIR}/"))
 
 
 def tracked_files(project: Path, commit: str = "HEAD") -> list[str]:

@@ -32,8 +32,8 @@ from ratchet.proposers.base import Outcome, Proposal, ProposerContext
 from ratchet.spec import SpecError, matches
 
 _KNOB_LINE = re.compile(
-    r"^(?P<head>\s*(?P<name>[A-Za-z_]\w*)\s*(?::[^=]+)?=\s*)(?P<value>[^#\n]*?)"
-    r"(?P<tail>\s*#\s*ratchet:\s*knob\s+(?P<spec>[^\n]*?)\s*)$",
+    r"^(?P<head>[ \t]*(?P<name>[A-Za-z_]\w*)[ \t]*(?::[^=\n]+)?=[ \t]*)(?P<value>[^#\n]*?)"
+    r"(?P<tail>[ \t]*#[ \t]*ratchet:[ \t]*knob[ \t]+(?P<spec>[^\n]*?)[ \t]*)$",
     re.MULTILINE,
 )
 _RANGE = re.compile(r"^(?P<lo>[-+.\deE]+)\.\.(?P<hi>[-+.\deE]+)$")

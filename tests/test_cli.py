@@ -1,0 +1,104 @@
+"""The command line as a user meets it: init, run, status, log, show, their --json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import git, make_project, ratchet
+
+TO_TWO = "echo 'X = 2' > value.py && echo set X to 2"
+
+
+def test_init_writes_a_commented_spec_and_ignores_the_state(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", {"train.py": "print('val_loss: 1')\n"})
+    (project / ".gitignore").write_text("*.log\n")
+    result = ratchet(project, "init")
+    assert result.returncode == 0, result.stderr
+    spec = (project / "ratchet.toml").read_text()
+    assert 'editable = ["train.py"]' in spec
+    assert "# " in spec  # commented
+    assert (project / ".gitignore").read_text() == "*.log\n.ratchet/\n"
+    again = ratchet(project, "init")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    # the written spec is valid as it stands: commit it and run
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "ratchet spec")
+    run = ratchet(project, "run", "--max-experiments", "1")
+    assert "baseline: val_loss 1 on the base commit" in run.stdout
+
+
+def test_run_refuses_a_dirty_tree_and_names_the_files(score_project: Callable[..., Path]) -> None:
+    project = score_project(TO_TWO)
+    (project / "value.py").write_text("X = 7\n")
+    (project / "notes.txt").write_text("todo\n")
+    result = ratchet(project, "run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "ratchet: error: the working tree has uncommitted changes (notes.txt, value.py); "
+        "commit or stash them first"
+    )
+
+
+def test_status_log_and_show_agree_with_the_journal(score_project: Callable[..., Path]) -> None:
+    project = score_project(TO_TWO)
+    ratchet(project, "run")
+    status = json.loads(ratchet(project, "status", "--json").stdout)
+    assert status["baseline"] == 9
+    assert status["incumbent"]["value"] == 0
+    assert status["incumbent"]["commit"] == git(project, "rev-parse", "ratchet/default")
+    assert status["experiments"] == 1 and status["keeps"] == 1
+    assert status["decisions"] == {"keep": 2}
+    log = json.loads(ratchet(project, "log", "--json").stdout)
+    assert [e["decision"] for e in log] == ["keep", "keep"]
+    assert log[1]["rationale"] == "set X to 2"
+    shown = json.loads(ratchet(project, "show", str(log[1]["id"]), "--json").stdout)
+    assert "+X = 2" in shown["patch"]
+    assert shown["measurements"][0]["output"].strip() == "score: 0"
+    text = ratchet(project, "show", str(log[1]["id"])).stdout
+    assert "why: score 9 -> 0 (better by 9)" in text and "+X = 2" in text
+    table = ratchet(project, "status").stdout
+    assert "incumbent" in table and "0 (#2" in table
+    assert "score 9 -> 0" in ratchet(project, "log").stdout
+
+
+def test_show_an_unknown_experiment(score_project: Callable[..., Path]) -> None:
+    project = score_project(TO_TWO)
+    ratchet(project, "run")
+    result = ratchet(project, "show", "99")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "ratchet: error: no experiment #99; 'ratchet log' lists them"
+
+
+def test_status_before_any_run(score_project: Callable[..., Path]) -> None:
+    result = ratchet(score_project(TO_TWO), "status")
+    assert result.returncode == 2
+    assert "no runs yet" in result.stderr
+
+
+def test_results_tsv_starts_with_the_autoresearch_columns(
+    score_project: Callable[..., Path],
+) -> None:
+    project = score_project(TO_TWO)
+    ratchet(project, "run")
+    lines = (project / ".ratchet" / "results.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    assert header[:5] == ["commit", "score", "memory_gb", "status", "description"]
+    assert header[5:8] == ["experiment", "decision", "why"]
+    row = dict(zip(header, lines[2].split("\t"), strict=True))
+    assert row["status"] == "keep" and row["description"] == "set X to 2"
+    assert git(project, "rev-parse", "--short=7", "ratchet/default") == row["commit"]
+
+
+def test_help_lists_every_command() -> None:
+    result = ratchet(Path.cwd(), "--help")
+    for command in ("init", "run", "status", "log", "show", "demo"):
+        assert command in result.stdout
+    assert ratchet(Path.cwd(), "run", "--help").returncode == 0
+
+
+def test_outside_a_git_repository(tmp_path: Path) -> None:
+    result = ratchet(tmp_path, "run")
+    assert result.returncode == 2
+    assert "not inside a git repository" in result.stderr
