@@ -172,6 +172,7 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
     if best is None or baseline is None:
         return
     from ratchet.engine import open_journal
+    from ratchet.view import plural
 
     journal = open_journal(project)
     try:
@@ -182,8 +183,8 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
     assert run is not None
     console.print(
         f"{metric}: baseline {baseline.value:.6g} -> best {best.value:.6g} "
-        f"(#{best.id}, {(best.commit or '')[:7]}); {counts.experiments} experiments, "
-        f"{counts.keeps} keeps",
+        f"(#{best.id}, {(best.commit or '')[:7]}); {plural(counts.experiments, 'experiment')}, "
+        f"{plural(counts.keeps, 'keep')}",
         highlight=False,
     )
     console.print(f"branch {run.branch}; results in .ratchet/results.tsv", highlight=False)
@@ -194,6 +195,8 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
 @guarded
 def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     """Summarize a run: baseline, incumbent, counts by decision."""
+    from ratchet.view import plural
+
     journal = _journal(_project())
     run_name = _run_name(journal, name)
     run = journal.run(run_name)
@@ -239,7 +242,7 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
         )
     table.add_row(
         "experiments",
-        f"{counts.experiments} ({counts.keeps} keeps, {counts.since_keep} since the last keep)",
+        f"{counts.experiments} ({plural(counts.keeps, 'keep')}, {counts.since_keep} since the last keep)",
     )
     table.add_row("decisions", ", ".join(f"{k} {v}" for k, v in sorted(decisions.items())))
     table.add_row("elapsed", f"{counts.elapsed:.0f}s")

@@ -32,6 +32,10 @@ def format_value(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def short(commit: str | None) -> str:
     return commit[:7] if commit else "-"
 
@@ -84,6 +88,7 @@ class LiveView:
         self.incumbent: ExperimentRecord | None = None
         self.baseline: ExperimentRecord | None = None
         self.counts = {"experiments": 0, "keeps": 0}
+        self.stopped: str | None = None
         self.live = Live(
             console=console, get_renderable=self.render, refresh_per_second=4, transient=False
         )
@@ -117,7 +122,7 @@ class LiveView:
             self.stage = None
         elif isinstance(event, RunStopped):
             self.stage = None
-            self.console.print(f"stopped: {event.reason}")
+            self.stopped = event.reason
 
     def render(self) -> RenderableType:
         parts: list[RenderableType] = [self.header]
@@ -150,8 +155,11 @@ class LiveView:
                     f"incumbent {format_value(self.incumbent.value)} (#{self.incumbent.id}, "
                     f"{short(self.incumbent.commit)})  baseline "
                     f"{format_value(self.baseline.value if self.baseline else None)}  "
-                    f"{self.counts['experiments']} experiments, {self.counts['keeps']} keeps",
+                    f"{plural(self.counts['experiments'], 'experiment')}, "
+                    f"{plural(self.counts['keeps'], 'keep')}",
                     style="bold",
                 )
             )
+        if self.stopped is not None:
+            parts.append(Text(f"stopped: {self.stopped}"))
         return Group(*parts)
