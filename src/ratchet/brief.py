@@ -2,12 +2,16 @@
 
 It is written outside the worktree (its path is `$RATCHET_BRIEF`) and rewritten before
 every proposal. The proposer reads it and never writes it. Secrets are scrubbed.
+
+The history is kept in memory with each entry serialized once, so writing a brief costs
+the same after ten experiments as after a hundred thousand.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,42 +22,63 @@ from ratchet.spec import Spec
 HISTORY_LIMIT = 200  # the most recent experiments; the count of all is in `totals`
 FAILURE_LIMIT = 5
 FAILURE_TAIL = 2000  # characters of output per recent failure
+NOT_FAILURES = {"keep", "discard", "no-change", "interrupted"}
 
 
-def _entry(record: ExperimentRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "decision": record.decision,
-        "why": record.why,
-        "value": record.value,
-        "rationale": record.rationale,
-        "files": record.files,
-    }
+class History:
+    """The recent experiments and failures, as the JSON fragments a brief is made of."""
+
+    def __init__(self) -> None:
+        self.entries: deque[str] = deque(maxlen=HISTORY_LIMIT)
+        self.failures: deque[str] = deque(maxlen=FAILURE_LIMIT)
+
+    @classmethod
+    def load(cls, journal: Journal, run: str) -> History:
+        history = cls()
+        for record in journal.experiments(run, limit=HISTORY_LIMIT):
+            if record.decision is not None:
+                history.entries.append(_entry(record))
+        for record in reversed(journal.failures(run, FAILURE_LIMIT)):
+            history.failures.append(_failure(record, journal.last_output(record.id)))
+        return history
+
+    def add(self, record: ExperimentRecord, output: str) -> None:
+        self.entries.append(_entry(record))
+        if record.decision not in NOT_FAILURES:
+            self.failures.append(_failure(record, output))
 
 
-def build_brief(
+def _entry(record: ExperimentRecord) -> str:
+    return json.dumps(
+        {
+            "id": record.id,
+            "decision": record.decision,
+            "why": record.why,
+            "value": record.value,
+            "rationale": record.rationale,
+            "files": record.files,
+        }
+    )
+
+
+def _failure(record: ExperimentRecord, output: str) -> str:
+    tail = output[-FAILURE_TAIL:]
+    return json.dumps(
+        {"id": record.id, "decision": record.decision, "why": record.why, "tail": tail}
+    )
+
+
+def render_brief(
     spec: Spec,
-    journal: Journal,
+    history: History,
     run: str,
     experiment: int,
     incumbent: ExperimentRecord,
     directive: str,
     budget_left: dict[str, float | int | None],
     totals: dict[str, int],
-) -> dict[str, Any]:
-    history = [
-        _entry(r) for r in journal.experiments(run, limit=HISTORY_LIMIT) if r.decision is not None
-    ]
-    failures = [
-        {
-            "id": r.id,
-            "decision": r.decision,
-            "why": r.why,
-            "tail": journal.last_output(r.id)[-FAILURE_TAIL:],
-        }
-        for r in journal.failures(run, FAILURE_LIMIT)
-    ]
-    return {
+) -> str:
+    head: dict[str, Any] = {
         "run": run,
         "experiment": experiment,
         "directive": directive,
@@ -69,15 +94,18 @@ def build_brief(
             "value": incumbent.value,
             "metrics": incumbent.metrics,
         },
-        "history": history,
-        "recent_failures": failures,
         "noise": None,
         "budget_left": budget_left,
         "totals": totals,
     }
+    text = json.dumps(head)
+    return (
+        f'{text[:-1]}, "history": [{", ".join(history.entries)}], '
+        f'"recent_failures": [{", ".join(history.failures)}]}}'
+    )
 
 
-def write_brief(path: Path, brief: dict[str, Any], redact: Callable[[str], str]) -> None:
+def write_brief(path: Path, text: str, redact: Callable[[str], str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(redact(json.dumps(brief, indent=1, default=str)))
+    tmp.write_text(redact(text))
     os.replace(tmp, path)

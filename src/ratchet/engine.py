@@ -14,10 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from ratchet import workspace
-from ratchet.brief import build_brief, write_brief
+from ratchet.brief import History, render_brief, write_brief
 from ratchet.environment import Redactor, child_environment
 from ratchet.errors import RunError, UsageError
 from ratchet.journal import ExperimentRecord, Journal, RunRecord, append_tsv, export_tsv
@@ -199,10 +198,9 @@ class Engine:
         )
         export_tsv(self.journal, self.name, self.spec.metric.name, self.results)
         incumbent = self.journal.incumbent(self.name)
-        slot = workspace.ensure_slot(
+        slot = self.slot = workspace.ensure_slot(
             self.project, 0, incumbent.commit if incumbent and incumbent.commit else run.base_commit
         )
-        self.identity = workspace.has_identity(self.project)
         self.observe(
             RunStarted(
                 run, self.spec.proposer.kind, self.sandbox.name, resumed, interrupted, incumbent
@@ -210,6 +208,9 @@ class Engine:
         )
         self.session_start = time.monotonic()
         self.counts = self.journal.counts(self.name)
+        self.history = History.load(self.journal, self.name)
+        directive = self.spec.scope.directive
+        self.directive = (self.project / directive).read_text(errors="replace") if directive else ""
         reason = "stopped"
         with _stop_on_signals():
             try:
@@ -221,11 +222,17 @@ class Engine:
                 workspace.reset_slot(slot, self._commit(incumbent))
                 proposer = self._make_proposer(slot)
                 while (stop_reason := self._stop_reason(incumbent)) is None:
-                    incumbent = self._run_experiment(slot, proposer, incumbent)
+                    incumbent = self._run_experiment(self.slot, proposer, incumbent)
                 reason = stop_reason
             except Stopped as stop:
                 reason = f"stopped by {stop}"
         return self._stop(reason, self.journal.incumbent(self.name))
+
+    def _repair(self, slot: Slot, commit: str) -> Slot:
+        """Rebuild a slot that a proposal or candidate broke; later experiments use it."""
+        self.slot = workspace.ensure_slot(self.project, slot.index, commit, rebuild=True)
+        self.journal.audit(self.name, "slot-rebuilt", slot=slot.index)
+        return self.slot
 
     def _stop(self, reason: str, incumbent: ExperimentRecord | None) -> RunStopped:
         self.journal.audit(self.name, "run-stopped", reason=reason)
@@ -322,7 +329,10 @@ class Engine:
         incumbent: ExperimentRecord,
         parent: str,
     ) -> ExperimentRecord:
-        workspace.reset_slot(slot, parent)
+        try:
+            workspace.reset_slot(slot, parent)
+        except GitError:
+            slot = self._repair(slot, parent)  # the last candidate broke it
         brief_path = self.state / f"brief-{slot.index}.json"
         write_brief(brief_path, self._brief(experiment, incumbent), self.redact)
         self.observe(StageStarted(experiment, "proposing", self.spec.proposer.budget, time.time()))
@@ -332,7 +342,7 @@ class Engine:
         except ProposalError as error:
             return self._decide(experiment, "invalid-proposal", str(error), None, None, incumbent)
         except GitError as error:
-            workspace.ensure_slot(self.project, slot.index, parent)
+            self._repair(slot, parent)
             why = f"the proposal broke the slot's git worktree ({error}); the slot was rebuilt"
             return self._decide(experiment, "invalid-proposal", why, None, None, incumbent)
         except Stopped:
@@ -390,7 +400,7 @@ class Engine:
         message = _commit_message(
             rationale, metric, incumbent.value, summary.value, experiment, self.name
         )
-        commit = workspace.commit_candidate(slot, parent, self.redact(message), self.identity)
+        commit = workspace.commit_candidate(slot, parent, self.redact(message))
         record = self._decide(experiment, "keep", judgement.why, summary, commit, incumbent)
         workspace.advance_branch(self.project, self.name, commit, parent)  # after the journal
         return record
@@ -411,6 +421,7 @@ class Engine:
         record = self.journal.experiment(experiment)
         assert record is not None
         self._count(record)
+        self.history.add(record, measurement.output if measurement is not None else "")
         append_tsv(record, self.results)
         self.observe(
             ExperimentDecided(record, record if decision == "keep" else incumbent or record)
@@ -430,11 +441,7 @@ class Engine:
         )
         self.session_start = time.monotonic()  # elapsed so far now lives in the counts
 
-    def _brief(self, experiment: int, incumbent: ExperimentRecord) -> dict[str, Any]:
-        directive = ""
-        if self.spec.scope.directive:
-            path = self.project / self.spec.scope.directive
-            directive = path.read_text(errors="replace") if path.is_file() else ""
+    def _brief(self, experiment: int, incumbent: ExperimentRecord) -> str:
         limits, counts = self.limits, self.counts
         elapsed = counts.elapsed + (time.monotonic() - self.session_start)
         budget_left: dict[str, float | int | None] = {
@@ -444,13 +451,13 @@ class Engine:
             "seconds": None if limits.max_time is None else max(0.0, limits.max_time - elapsed),
         }
         totals = {"experiments": counts.experiments, "keeps": counts.keeps}
-        return build_brief(
+        return render_brief(
             self.spec,
-            self.journal,
+            self.history,
             self.name,
             experiment,
             incumbent,
-            directive,
+            self.directive,
             budget_left,
             totals,
         )

@@ -7,12 +7,14 @@ detached worktrees under `.ratchet/slots/`, keeps are made with `write-tree` and
 
 from __future__ import annotations
 
-import codecs
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import pygit2
+from pygit2.enums import DiffOption, FileStatus, ResetMode
 
 from ratchet.spec import matches
 
@@ -81,12 +83,6 @@ def tracked_files(project: Path, commit: str = "HEAD") -> list[str]:
     return [name for name in out.split("\0") if name]
 
 
-def has_identity(project: Path) -> bool:
-    name = git(project, "config", "user.name", check=False).strip()
-    email = git(project, "config", "user.email", check=False).strip()
-    return bool(name and email)
-
-
 def create_branch(project: Path, run: str, commit: str) -> None:
     """Create `ratchet/<run>` at `commit`; fails if it already exists."""
     git(project, "update-ref", f"refs/heads/{branch_name(run)}", commit, "")
@@ -101,25 +97,62 @@ def advance_branch(project: Path, run: str, new: str, old: str) -> None:
 class Slot:
     index: int
     path: Path
+    repo: pygit2.Repository  # held open: the per-experiment git work runs in-process
 
 
-def ensure_slot(project: Path, index: int, commit: str) -> Slot:
-    """The slot's persistent worktree, created once and repaired when broken."""
+def ensure_slot(project: Path, index: int, commit: str, rebuild: bool = False) -> Slot:
+    """The slot's persistent worktree, created once and rebuilt when broken."""
     path = project / SLOTS_DIR / str(index)
-    if (path / ".git").is_file() and git(path, "rev-parse", "--git-dir", check=False):
-        return Slot(index, path)
-    if path.exists():
-        shutil.rmtree(path)
-    git(project, "worktree", "prune")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    git(project, "worktree", "add", "--detach", "-f", str(path), commit)
-    return Slot(index, path)
+    healthy = (path / ".git").is_file() and git(path, "rev-parse", "--git-dir", check=False)
+    if rebuild or not healthy:
+        if path.exists():
+            shutil.rmtree(path)
+        git(project, "worktree", "prune")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        git(project, "worktree", "add", "--detach", "-f", str(path), commit)
+    return Slot(index, path, pygit2.Repository(str(path)))
+
+
+_UNTRACKED = FileStatus.WT_NEW | FileStatus.IGNORED
+
+
+def _remove_untracked(slot: Slot, only_ignored: bool) -> None:
+    """`git clean -ffdx` (or `-ffdX`), in-process: files git does not track are deleted."""
+    wanted = FileStatus.IGNORED if only_ignored else _UNTRACKED
+    status = slot.repo.status(untracked_files="all", ignored=True)
+    for name, flags in status.items():
+        if flags & wanted and not flags & ~_UNTRACKED:
+            target = slot.path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+            _remove_empty_parents(target.parent, slot.path)
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty, or already gone
+        folder = folder.parent
+
+
+def _check_link(slot: Slot) -> None:
+    # without its `.git` file, git commands in the slot would reach the user's repository
+    if not (slot.path / ".git").is_file():
+        raise GitError(f"slot {slot.index} lost its .git file")
 
 
 def reset_slot(slot: Slot, commit: str) -> None:
     """Make the slot's tree exactly `commit`: tracked files reset, everything else removed."""
-    git(slot.path, "reset", "--hard", "-q", commit)
-    git(slot.path, "clean", "-ffdxq")
+    _check_link(slot)
+    try:
+        slot.repo.reset(pygit2.Oid(hex=commit), ResetMode.HARD)
+        _remove_untracked(slot, only_ignored=False)
+    except (pygit2.GitError, OSError) as error:
+        raise GitError(f"resetting slot {slot.index} failed: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -143,35 +176,31 @@ class Change:
         return not self.files
 
 
-def _unquote(path: str) -> str:
-    if not (path.startswith('"') and path.endswith('"')):
-        return path
-    raw = codecs.escape_decode(path[1:-1].encode("latin-1", errors="backslashreplace"))[0]
-    return bytes(raw).decode("utf-8", errors="surrogateescape")
-
-
 def collect_change(slot: Slot, parent: str) -> Change:
     """Stage whatever the proposer did and return it as a patch against `parent`.
 
     Ignored files the proposer left behind are removed, so the candidate is exactly
     the parent's tree plus the patch.
     """
-    git(slot.path, "add", "-A")
-    git(slot.path, "clean", "-ffdXq")
-    out = git(slot.path, "diff", "--cached", "--binary", "-M", "--patch-with-raw", parent)
-    files: list[PathChange] = []
-    raw, _, _ = out.partition("\n\n") if out.startswith(":") else ("", "", "")
-    for line in raw.splitlines():
-        if not line.startswith(":"):
-            continue
-        meta, *names = line.split("\t")
-        status = meta.split()[-1][0]
-        if len(names) == 2:
-            files.append(PathChange(status, _unquote(names[1]), _unquote(names[0])))
-        else:
-            files.append(PathChange(status, _unquote(names[0])))
-    patch = out[len(raw) + 2 :] if raw else ""
-    return Change(patch=patch, files=tuple(files))
+    _check_link(slot)
+    try:
+        index = slot.repo.index
+        index.add_all()
+        index.write()
+        _remove_untracked(slot, only_ignored=True)
+        tree = slot.repo[pygit2.Oid(hex=parent)].peel(pygit2.Tree)
+        diff = index.diff_to_tree(tree, flags=DiffOption.SHOW_BINARY)
+        diff.find_similar()
+    except (pygit2.GitError, OSError, KeyError) as error:
+        raise GitError(f"reading the proposal in slot {slot.index} failed: {error}") from None
+    files = []
+    for delta in diff.deltas:
+        status = delta.status_char()
+        renamed = status in {"R", "C"}
+        files.append(
+            PathChange(status, delta.new_file.path, delta.old_file.path if renamed else None)
+        )
+    return Change(patch=diff.patch or "", files=tuple(files))
 
 
 def out_of_scope(change: Change, editable: list[str]) -> list[str]:
@@ -179,11 +208,21 @@ def out_of_scope(change: Change, editable: list[str]) -> list[str]:
     return sorted({p for f in change.files for p in f.paths if not matches(p, editable)})
 
 
-def commit_candidate(slot: Slot, parent: str, message: str, identity: bool) -> str:
+def _signature(repo: pygit2.Repository) -> pygit2.Signature:
+    try:
+        return repo.default_signature
+    except (KeyError, pygit2.GitError):
+        return pygit2.Signature(
+            FALLBACK_IDENTITY["GIT_AUTHOR_NAME"], FALLBACK_IDENTITY["GIT_AUTHOR_EMAIL"]
+        )
+
+
+def commit_candidate(slot: Slot, parent: str, message: str) -> str:
     """Write the staged candidate as a commit whose parent is `parent`; no hook runs."""
-    tree = git(slot.path, "write-tree").strip()
-    env = None if identity else FALLBACK_IDENTITY
-    return git(slot.path, "commit-tree", tree, "-p", parent, "-m", message, env=env).strip()
+    tree = slot.repo.index.write_tree()
+    author = _signature(slot.repo)
+    oid = slot.repo.create_commit(None, author, author, message, tree, [pygit2.Oid(hex=parent)])
+    return str(oid)
 
 
 def ensure_ignored(project: Path) -> bool:
