@@ -102,3 +102,42 @@ def test_outside_a_git_repository(tmp_path: Path) -> None:
     result = ratchet(tmp_path, "run")
     assert result.returncode == 2
     assert "not inside a git repository" in result.stderr
+
+
+def _run_in_terminal(project: Path, *args: str) -> str:
+    """Run ratchet with a pseudo-terminal as its stdout, as a person at a terminal would."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import GIT_ENV
+
+    master, slave = pty.openpty()
+    env = {**os.environ, **GIT_ENV, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"}
+    proc = subprocess.Popen([sys.executable, "-m", "ratchet", *args], cwd=project,
+                            stdout=slave, stderr=slave, env=env)  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_gets_the_live_view(score_project: Callable[..., Path]) -> None:
+    project = score_project("sleep 0.6; echo 'X = 2' > value.py", max_experiments=2)
+    screen = _run_in_terminal(project, "run")
+    assert "experiment #2 proposing" in screen  # the current experiment, with its stage
+    assert "s budget" in screen  # and its budget bar
+    assert "decision" in screen and "why" in screen  # the recent decisions table
+    assert "incumbent 0 (#2" in screen
+    assert "stopped: reached max_experiments (2)" in screen
+    assert "#2 keep" not in screen  # no plain lines on a terminal

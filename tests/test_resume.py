@@ -173,3 +173,25 @@ def test_killed_while_a_child_runs_then_resumed(
     assert "orphan-killed" in events
     leftover = subprocess.run(["pgrep", "-f", f"touch {flag}"], capture_output=True)
     assert leftover.returncode != 0
+
+
+def test_ctrl_c_records_the_experiment_in_flight_as_interrupted(
+    score_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    flag = tmp_path / "flag"
+    project = score_project(f"touch {flag}; sleep 30", max_experiments=5)
+    proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **GIT_ENV})  # fmt: skip
+    _wait_for(flag)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped: stopped by SIGINT" in out
+    assert "Traceback" not in err
+    rows = experiments(project)
+    assert rows[-1]["decision"] == "interrupted"
+    assert "stopped by SIGINT while the experiment was in flight" in rows[-1]["why"]
+    leftover = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True)
+    assert leftover.returncode != 0  # the proposer's process group went with it
+    _check_consistent(project)

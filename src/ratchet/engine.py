@@ -80,17 +80,44 @@ class Stopped(Exception):
     """Ctrl-C or SIGTERM: finish the bookkeeping of the experiment in flight and stop."""
 
 
-@contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Stopped(signal.Signals(signum).name)
+class _SignalGate:
+    """Turns SIGINT and SIGTERM into `Stopped`, held back while a keep is being recorded.
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    A keep is two writes (the journal, then the branch); a stop between them is harmless
+    after a restart, but a stop must never turn a recorded keep into `interrupted`.
+    """
+
+    def __init__(self) -> None:
+        self.shielded = False
+        self.pending: str | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.shielded:
+            self.pending = name
+            return
+        raise Stopped(name)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {
+            sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    @contextmanager
+    def shield(self) -> Iterator[None]:
+        self.shielded = True
+        try:
+            yield
+        finally:
+            self.shielded = False
+        if self.pending is not None:
+            raise Stopped(self.pending)
 
 
 @dataclass(frozen=True)
@@ -212,7 +239,8 @@ class Engine:
         directive = self.spec.scope.directive
         self.directive = (self.project / directive).read_text(errors="replace") if directive else ""
         reason = "stopped"
-        with _stop_on_signals():
+        self.signals = _SignalGate()
+        with self.signals.installed():
             try:
                 if incumbent is None:
                     incumbent = self._measure_baseline(slot, run)
@@ -309,11 +337,12 @@ class Engine:
         try:
             record = self._attempt(experiment, slot, proposer, incumbent, parent)
         except Stopped as stop:
-            self.journal.decide(
-                experiment,
-                "interrupted",
-                f"stopped by {stop} while the experiment was in flight; nothing of it was kept",
-            )
+            current = self.journal.experiment(experiment)
+            if current is not None and current.decision is None:
+                why = (
+                    f"stopped by {stop} while the experiment was in flight; nothing of it was kept"
+                )
+                self._decide(experiment, "interrupted", why, None, None, incumbent)
             raise
         outcome = Outcome(
             record.id, record.decision or "", record.value, incumbent.value, record.meta
@@ -401,8 +430,9 @@ class Engine:
             rationale, metric, incumbent.value, summary.value, experiment, self.name
         )
         commit = workspace.commit_candidate(slot, parent, self.redact(message))
-        record = self._decide(experiment, "keep", judgement.why, summary, commit, incumbent)
-        workspace.advance_branch(self.project, self.name, commit, parent)  # after the journal
+        with self.signals.shield():
+            record = self._decide(experiment, "keep", judgement.why, summary, commit, incumbent)
+            workspace.advance_branch(self.project, self.name, commit, parent)  # journal first
         return record
 
     def _decide(

@@ -71,7 +71,8 @@ def plain_line(event: Event) -> str | None:
     if isinstance(event, ExperimentDecided):
         r = event.record
         metric = f" {format_value(r.value)}" if r.value is not None else ""
-        return f"#{r.id} {r.decision}{metric}: {r.why}"
+        tried = f" [{r.rationale.splitlines()[0][:120]}]" if r.rationale and r.patch else ""
+        return f"#{r.id} {r.decision}{metric}: {r.why}{tried}"
     if isinstance(event, RunStopped):
         return f"stopped: {event.reason}"
     return None
