@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 
-from ratchet.proposers.knobs import find_knobs, parse_knob_spec, read_values, write_values
-from ratchet.spec import SpecError
+from ratchet.journal import ExperimentRecord
+from ratchet.proposers import Outcome, ProposerContext
+from ratchet.proposers.knobs import (
+    KnobsProposer,
+    find_knobs,
+    parse_knob_spec,
+    read_values,
+    write_values,
+)
+from ratchet.sandbox import ProcessSandbox
+from ratchet.spec import SpecError, parse_spec
 
 SOURCE = """\
 import numpy as np
@@ -67,3 +78,58 @@ def test_files_outside_the_scope_are_not_searched(tmp_path: Path) -> None:
     (tmp_path / "prepare.py").write_text("SEED = 1  # ratchet: knob int 0..9\n")
     knobs = find_knobs(tmp_path, ["train.py"], ["prepare.py", "train.py"])
     assert all(k.file == "train.py" for k in knobs.values())
+
+
+def _proposer(tmp_path: Path, history: list[ExperimentRecord]) -> KnobsProposer:
+    (tmp_path / "train.py").write_text(SOURCE)
+    spec = parse_spec(
+        {"scope": {"editable": ["train.py"]}, "metric": {"command": "x", "name": "loss"},
+         "proposer": {"seed": 1}},
+        "t",
+    )  # fmt: skip
+    context = ProposerContext(spec, tmp_path, tmp_path, ["train.py"], history,
+                              ProcessSandbox(), tmp_path)  # fmt: skip
+    return KnobsProposer(context)
+
+
+def _record(id: int, decision: str, value: float | None, meta: dict[str, Any]) -> ExperimentRecord:
+    return ExperimentRecord(
+        id=id, run="r", slot=0, parent="p", commit="c" if decision == "keep" else None,
+        proposer="baseline" if id == 1 else "knobs", rationale="", patch="", files=[],
+        meta=meta, cost_seconds=0, cost_tokens=0, cost_usd=0, stage="done",
+        decision=decision, why="", value=value, metrics={}, duration=0, started_at=0,
+        ended_at=0,
+    )  # fmt: skip
+
+
+def test_the_first_trial_is_the_files_values_told_with_the_incumbents_value(
+    tmp_path: Path,
+) -> None:
+    proposer = _proposer(tmp_path, [_record(1, "keep", 2.5, {})])
+    first = proposer.study.trials[0]
+    assert first.params == {"train.py:LR": 0.02, "train.py:HIDDEN": 32,
+                            "train.py:DROPOUT": 0.1, "train.py:ACT": "tanh"}  # fmt: skip
+    assert first.value == 2.5
+    proposal = proposer.propose(tmp_path, tmp_path / "brief.json")
+    assert proposal.rationale.startswith("knobs: ")
+    assert read_values(tmp_path, proposer.knobs) == proposal.meta["params"]
+    proposer.observe(Outcome(2, "crash", None, 2.5, proposal.meta))
+    assert proposer.study.trials[1].state == TrialState.FAIL
+    second = proposer.propose(tmp_path, tmp_path / "brief.json")
+    proposer.observe(Outcome(3, "discard", 3.0, 2.5, second.meta))
+    assert proposer.study.trials[2].value == 3.0
+
+
+def test_a_resumed_study_replays_the_journal(tmp_path: Path) -> None:
+    params = {"train.py:LR": 0.05, "train.py:HIDDEN": 64, "train.py:DROPOUT": 0.2,
+              "train.py:ACT": "relu"}  # fmt: skip
+    history = [
+        _record(1, "keep", 2.5, {}),
+        _record(2, "discard", 4.0, {"params": params, "trial": 1}),
+        _record(3, "timeout", None, {"params": {**params, "train.py:HIDDEN": 8}, "trial": 2}),
+        _record(4, "interrupted", None, {"params": params, "trial": 3}),
+    ]
+    study = _proposer(tmp_path, history).study
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE,
+                                               TrialState.FAIL]  # fmt: skip
+    assert study.trials[1].params == params and study.trials[1].value == 4.0
