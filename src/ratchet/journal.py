@@ -124,29 +124,11 @@ class ExperimentRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ExperimentRecord:
-        return cls(
-            id=row["id"],
-            run=row["run"],
-            slot=row["slot"],
-            parent=row["parent"],
-            commit=row["commit_sha"],
-            proposer=row["proposer"],
-            rationale=row["rationale"],
-            patch=row["patch"],
-            files=json.loads(row["files"]),
-            meta=json.loads(row["meta"]),
-            cost_seconds=row["cost_seconds"],
-            cost_tokens=row["cost_tokens"],
-            cost_usd=row["cost_usd"],
-            stage=row["stage"],
-            decision=row["decision"],
-            why=row["why"],
-            value=row["value"],
-            metrics=json.loads(row["metrics"]),
-            duration=row["duration"],
-            started_at=row["started_at"],
-            ended_at=row["ended_at"],
-        )
+        data = dict(row)
+        data["commit"] = data.pop("commit_sha")
+        for key in ("files", "meta", "metrics"):
+            data[key] = json.loads(data[key])
+        return cls(**data)
 
     def to_json(self, with_patch: bool = True) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if with_patch or k != "patch"}
