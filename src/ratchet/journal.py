@@ -296,19 +296,20 @@ class Journal:
         return ExperimentRecord.from_row(row) if row else None
 
     def experiments(
-        self, run: str | None = None, limit: int | None = None, newest_first: bool = False
+        self, run: str | None = None, limit: int | None = None
     ) -> list[ExperimentRecord]:
+        """A run's experiments, oldest first; with `limit`, only the newest ones."""
         query = "SELECT * FROM experiments"
         args: list[Any] = []
         if run is not None:
             query += " WHERE run = ?"
             args.append(run)
-        query += " ORDER BY id DESC" if newest_first or limit else " ORDER BY id"
+        query += " ORDER BY id DESC" if limit else " ORDER BY id"
         if limit:
             query += " LIMIT ?"
             args.append(limit)
         rows = [ExperimentRecord.from_row(r) for r in self.db.execute(query, args)]
-        return rows if newest_first or not limit else rows[::-1]
+        return rows[::-1] if limit else rows
 
     def iter_experiments(self, run: str) -> Iterator[ExperimentRecord]:
         for row in self.db.execute("SELECT * FROM experiments WHERE run = ? ORDER BY id", (run,)):
@@ -384,13 +385,6 @@ class Journal:
             "INSERT INTO audit (at, run, event, detail) VALUES (?, ?, ?, ?)",
             (time.time(), run, event, json.dumps(detail, sort_keys=True)),
         )
-
-    def audit_events(self, run: str | None = None) -> list[dict[str, Any]]:
-        query, args = "SELECT * FROM audit", tuple[str, ...]()
-        if run is not None:
-            query, args = query + " WHERE run = ?", (run,)
-        rows = self.db.execute(query + " ORDER BY id", args).fetchall()
-        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
 
 
 # results.tsv ---------------------------------------------------------------------------
