@@ -36,7 +36,7 @@ def test_a_strict_improvement_is_kept_as_one_commit_on_the_run_branch(
     assert result.returncode == 0, result.stderr
     row = last(project)
     assert row["decision"] == "keep"
-    assert row["why"] == "score 9 -> 0 (better by 9)"
+    assert row["why"] == "kept: score 9 -> 0 (delta 9; the metric is noiseless)"
     assert git(project, "rev-parse", "ratchet/default") == row["commit_sha"]
     message = git(project, "log", "-1", "--format=%B", "ratchet/default")
     assert message.splitlines()[0] == "score 9 -> 0: move X to 2"
@@ -56,7 +56,7 @@ def test_a_worse_candidate_is_discarded_and_the_branch_stays(
     ratchet(project, "run")
     row = last(project)
     assert row["decision"] == "discard"
-    assert row["why"] == "score 49 is worse than the incumbent's 9 by 40"
+    assert row["why"] == "discarded: score 49 is worse than the incumbent's 9 by 40"
     assert row["patch"].count("+X = 9") == 1  # the discarded diff is kept in the journal
     assert git(project, "rev-parse", "ratchet/default") == git(project, "rev-parse", "main")
 

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from conftest import experiments, git, make_project, ratchet
 
 # a proposer that moves X one step towards 2 each time
@@ -121,7 +123,7 @@ def test_knobs_tune_the_annotated_constants(tmp_path: Path) -> None:
     result = ratchet(project, "run")
     assert result.returncode == 0, result.stderr
     rows = experiments(project)
-    assert rows[0]["value"] == 0.49 + 4 + 1
+    assert rows[0]["value"] == pytest.approx(0.49 + 4 + 1)
     kept = [r for r in rows[1:] if r["decision"] == "keep"]
     assert kept, "the knobs proposer found no improvement"
     assert rows[-1]["proposer"] == "knobs"

@@ -115,7 +115,8 @@ def test_defaults_fill_what_the_spec_leaves_out() -> None:
     assert spec.metric.goal == "minimize"
     assert spec.metric.budget == 300
     assert spec.proposer.kind == "knobs"
-    assert spec.policy.kind == "greedy"
+    assert spec.policy.kind == "noise-aware"
+    assert spec.policy.confidence == 0.99
     assert spec.run.name == "default"
     with pytest.raises(SpecError):
         parse_spec({"scope": {"editable": ["a.py"]}}, "t")

@@ -19,9 +19,11 @@ from ratchet import workspace
 from ratchet.brief import History, render_brief, write_brief
 from ratchet.environment import Redactor, child_environment
 from ratchet.errors import RunError, UsageError
+from ratchet.integrity import shadowing_paths
 from ratchet.journal import ExperimentRecord, Journal, RunRecord, append_tsv, export_tsv
-from ratchet.measure import Measurement, format_seconds, measure_candidate
-from ratchet.policy import Samples, improvement, policy_for
+from ratchet.judging import Judge
+from ratchet.measure import Measurement, format_seconds
+from ratchet.policy import improvement, policy_for
 from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext, make_proposer
 from ratchet.sandbox import kill_leftover, pidfile_for, sandbox_for
 from ratchet.spec import Spec
@@ -30,6 +32,7 @@ from ratchet.workspace import GitError, Slot
 JOURNAL_FILE = "journal.db"
 RESULTS_FILE = "results.tsv"
 MAX_MEASUREMENTS = 20  # a policy that keeps asking to measure again is cut off here
+BASELINE_REPEATS = 3  # the baseline is measured this often: the first estimate of the noise
 
 
 def state_dir(project: Path) -> Path:
@@ -149,7 +152,12 @@ class Engine:
         self.state = state_dir(project)
         self.redact = Redactor()
         self.sandbox = sandbox_for(spec.sandbox.kind)
-        self.policy = policy_for(spec.policy.kind)
+        self.policy = policy_for(
+            spec.policy.kind,
+            spec.policy.confidence,
+            spec.policy.min_delta,
+            spec.policy.max_repeats,
+        )
         self.env = child_environment(allow=spec.sandbox.allow_env)
         self.results = self.state / RESULTS_FILE
 
@@ -236,6 +244,8 @@ class Engine:
         self.session_start = time.monotonic()
         self.counts = self.journal.counts(self.name)
         self.history = History.load(self.journal, self.name)
+        self.judge = Judge(self.spec, self.journal, self.name, self.policy, self.sandbox,
+                           self.env, self.redact, self._on_measure)  # fmt: skip
         directive = self.spec.scope.directive
         self.directive = (self.project / directive).read_text(errors="replace") if directive else ""
         reason = "stopped"
@@ -304,30 +314,13 @@ class Engine:
         )
         workspace.reset_slot(slot, run.base_commit)
         self.journal.record_proposal(experiment, "baseline", "", [], {}, 0.0)
-        measurement = self._measure(experiment, slot)
-        if measurement.ok:
-            why = f"baseline: {self.spec.metric.name} {measurement.value:.6g} on the base commit"
-            return self._decide(experiment, "keep", why, measurement, run.base_commit, None)
-        return self._decide(
-            experiment, measurement.status, f"baseline: {measurement.why}", measurement, None, None
-        )
+        verdict = self.judge.baseline(experiment, slot)
+        commit = run.base_commit if verdict.decision == "keep" else None
+        return self._decide(experiment, verdict.decision, verdict.why, verdict.measurement,
+                            commit, None, verdict.value)  # fmt: skip
 
-    def _measure(self, experiment: int, slot: Slot, seed: int = 0) -> Measurement:
+    def _on_measure(self, experiment: int) -> None:
         self.observe(StageStarted(experiment, "measuring", self.spec.metric.budget, time.time()))
-        measurement = measure_candidate(
-            slot.path, self.spec.metric, self.sandbox, self.env, seed, self.redact
-        )
-        self.journal.add_measurement(
-            experiment,
-            measurement.seed,
-            measurement.status,
-            measurement.value,
-            measurement.metrics,
-            measurement.duration,
-            measurement.output,
-            measurement.started_at,
-        )
-        return measurement
 
     def _run_experiment(
         self, slot: Slot, proposer: Proposer, incumbent: ExperimentRecord
@@ -348,7 +341,9 @@ class Engine:
             record.id, record.decision or "", record.value, incumbent.value, record.meta
         )
         proposer.observe(outcome)
-        return record if record.decision == "keep" else incumbent
+        if record.decision == "keep":
+            return record
+        return self.journal.experiment(incumbent.id) or incumbent
 
     def _attempt(
         self,
@@ -403,35 +398,30 @@ class Engine:
                 f"({', '.join(self.spec.scope.editable)}); nothing of it was kept"
             )
             return self._decide(experiment, "out-of-scope", why, None, None, incumbent)
+        added = [f.path for f in change.files if f.status in {"A", "R", "C"}]
+        shadows = shadowing_paths(added, self.spec.scope.allow_shadowing)
+        if shadows:
+            why = (f"the proposal adds {', '.join(shadows)}; allow it in "
+                   "[scope] allow_shadowing if that is meant")  # fmt: skip
+            return self._decide(experiment, "out-of-scope", why, None, None, incumbent)
         return self._judge(experiment, slot, proposal.rationale, incumbent, parent)
 
     def _judge(
         self, experiment: int, slot: Slot, rationale: str, incumbent: ExperimentRecord, parent: str
     ) -> ExperimentRecord:
-        values: list[float] = []
-        assert incumbent.value is not None
-        incumbent_samples = Samples((incumbent.value,))
-        metric, goal = self.spec.metric.name, self.spec.metric.goal
-        while True:
-            measurement = self._measure(experiment, slot, seed=len(values))
-            if not measurement.ok:
-                return self._decide(
-                    experiment, measurement.status, measurement.why, measurement, None, incumbent
-                )
-            assert measurement.value is not None
-            values.append(measurement.value)
-            judgement = self.policy.judge(Samples(tuple(values)), incumbent_samples, goal, metric)
-            if judgement.verdict != "measure-again" or len(values) >= MAX_MEASUREMENTS:
-                break
-        summary = replace(measurement, value=sum(values) / len(values))
-        if judgement.verdict != "keep":
-            return self._decide(experiment, "discard", judgement.why, summary, None, incumbent)
-        message = _commit_message(
-            rationale, metric, incumbent.value, summary.value, experiment, self.name
-        )
+        verdict = self.judge.candidate(experiment, slot, incumbent.id, parent)
+        if verdict.decision != "keep":
+            return self._decide(experiment, verdict.decision, verdict.why, verdict.measurement,
+                                None, incumbent, verdict.value)  # fmt: skip
+        current = self.journal.experiment(incumbent.id)
+        old = current.value if current and current.value is not None else incumbent.value
+        assert old is not None and verdict.value is not None
+        message = _commit_message(rationale, self.spec.metric.name, old, verdict.value,
+                                  experiment, self.name)  # fmt: skip
         commit = workspace.commit_candidate(slot, parent, self.redact(message))
         with self.signals.shield():
-            record = self._decide(experiment, "keep", judgement.why, summary, commit, incumbent)
+            record = self._decide(experiment, "keep", verdict.why, verdict.measurement, commit,
+                                  incumbent, verdict.value)  # fmt: skip
             workspace.advance_branch(self.project, self.name, commit, parent)  # journal first
         return record
 
@@ -443,8 +433,10 @@ class Engine:
         measurement: Measurement | None,
         commit: str | None,
         incumbent: ExperimentRecord | None,
+        value: float | None = None,
     ) -> ExperimentRecord:
-        value = measurement.value if measurement is not None else None
+        if value is None and measurement is not None:
+            value = measurement.value
         metrics = measurement.metrics if measurement is not None else {}
         duration = measurement.duration if measurement is not None else None
         self.journal.decide(experiment, decision, why, value, metrics, commit, duration)

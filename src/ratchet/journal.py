@@ -344,6 +344,19 @@ class Journal:
         ).fetchall()
         return [MeasurementRecord(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
 
+    def update_value(self, experiment: int, value: float) -> None:
+        """An incumbent re-measured: its value is the mean of all its measurements."""
+        self.db.execute("UPDATE experiments SET value = ? WHERE id = ?", (value, experiment))
+
+    def measured_values(self, run: str) -> list[tuple[int, float]]:
+        """Every successful measurement of the run, oldest first: the noise model's data."""
+        rows = self.db.execute(
+            "SELECT m.experiment, m.value FROM measurements m JOIN experiments e"
+            " ON e.id = m.experiment WHERE e.run = ? AND m.status = 'ok' ORDER BY m.id",
+            (run,),
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
     def last_output(self, experiment: int) -> str:
         row = self.db.execute(
             "SELECT output FROM measurements WHERE experiment = ? ORDER BY id DESC LIMIT 1",

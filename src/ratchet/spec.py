@@ -76,6 +76,7 @@ class ScopeSpec(_Section):
     context: list[str] = []
     directive: str | None = None
     protected: list[str] = []
+    allow_shadowing: list[str] = []
 
 
 class MetricSpec(_Section):
@@ -89,6 +90,16 @@ class MetricSpec(_Section):
     pattern: str | None = None
     file: str | None = None
     strict: bool = False
+    gates: dict[str, str] = {}
+    checks: str | None = None
+    checks_budget: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _check_gates(self) -> MetricSpec:
+        from ratchet.gates import parse_gates
+
+        parse_gates(self.gates)  # raises ValueError with one line naming the gate
+        return self
 
     @model_validator(mode="after")
     def _check_pattern(self) -> MetricSpec:
@@ -121,7 +132,12 @@ class RunSpec(_Section):
 
 
 class PolicySpec(_Section):
-    kind: Literal["greedy"] = "greedy"
+    kind: Literal["noise-aware", "greedy"] = "noise-aware"
+    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    min_delta: float = Field(default=0.0, ge=0)
+    max_repeats: int = Field(default=6, ge=2, le=100)
+    baseline_repeats: int = Field(default=3, ge=2, le=100)
+    paired_seeds: bool = False
 
 
 class ProposerSpec(_Section):
@@ -229,7 +245,9 @@ def check_files(spec: Spec, files: list[str], source: str = SPEC_FILE) -> None:
         raise SpecError(
             f"{source}: [scope] editable {spec.scope.editable} matches no file; the scope is empty"
         )
-    clash = [f for f in editable if matches(f, spec.scope.protected)]
+    from ratchet.integrity import expand_patterns
+
+    clash = [f for f in editable if matches(f, expand_patterns(spec.scope.protected))]
     if clash:
         raise SpecError(f"{source}: [scope] {clash[0]} is both editable and protected")
     named = [("directive", spec.scope.directive)] if spec.scope.directive else []

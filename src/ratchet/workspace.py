@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
-from pygit2.enums import DiffOption, FileStatus, ResetMode
+from pygit2.enums import CheckoutStrategy, DiffOption, FileStatus, ResetMode
 
 from ratchet.spec import matches
 
@@ -201,6 +201,25 @@ def collect_change(slot: Slot, parent: str) -> Change:
             PathChange(status, delta.new_file.path, delta.old_file.path if renamed else None)
         )
     return Change(patch=diff.patch or "", files=tuple(files))
+
+
+def staged_tree(slot: Slot) -> str:
+    """The tree the slot's index holds: the candidate, once its change is collected."""
+    return str(slot.repo.index.write_tree())
+
+
+def checkout_tree(slot: Slot, tree: str) -> None:
+    """Make the slot's files and index exactly `tree` (a tree or commit id); HEAD stays."""
+    _check_link(slot)
+    try:
+        target = slot.repo[pygit2.Oid(hex=tree)].peel(pygit2.Tree)
+        index = slot.repo.index
+        index.read_tree(target)
+        index.write()
+        slot.repo.checkout_index(strategy=CheckoutStrategy.FORCE)  # type: ignore[no-untyped-call]
+        _remove_untracked(slot, only_ignored=False)
+    except (pygit2.GitError, OSError, KeyError) as error:
+        raise GitError(f"checking out in slot {slot.index} failed: {error}") from None
 
 
 def out_of_scope(change: Change, editable: list[str]) -> list[str]:

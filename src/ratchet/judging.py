@@ -1,0 +1,149 @@
+"""Measuring one candidate against the incumbent until the policy decides.
+
+This is where the measurement's integrity is held: every measurement gets its seed,
+protected files are digested before and after each one (any change is `tampered`),
+gates on secondary metrics and the `checks` command stand between a would-be keep and
+a keep. The incumbent is re-measured in the same slot when the policy needs it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ratchet import workspace
+from ratchet.gates import check_gates, parse_gates
+from ratchet.integrity import compare_digests, digest_protected
+from ratchet.journal import Journal
+from ratchet.measure import Measurement, format_seconds, measure_candidate
+from ratchet.policy import NoiseModel, Policy, compare
+from ratchet.sandbox import Sandbox, pidfile_for
+from ratchet.spec import Spec
+from ratchet.workspace import Slot
+
+SEED_STRIDE = 7919  # unpaired seeds differ between experiments; paired ones are 0, 1, 2, ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str
+    why: str
+    value: float | None  # the candidate's mean, when it was measured
+    measurement: Measurement | None  # the last one
+
+
+class Judge:
+    def __init__(
+        self,
+        spec: Spec,
+        journal: Journal,
+        run: str,
+        policy: Policy,
+        sandbox: Sandbox,
+        env: Mapping[str, str],
+        redact: Callable[[str], str],
+        on_measure: Callable[[int], None],
+    ) -> None:
+        self.spec, self.journal, self.run, self.policy = spec, journal, run, policy
+        self.sandbox, self.env, self.redact, self.on_measure = sandbox, env, redact, on_measure
+        self.gates = parse_gates(spec.metric.gates)
+        self.noise = NoiseModel()
+        for experiment, value in journal.measured_values(run):
+            self.noise.add(str(experiment), value)
+
+    def seed(self, experiment: int) -> int:
+        k = self.noise.samples(str(experiment)).n
+        return k if self.spec.policy.paired_seeds else (experiment * SEED_STRIDE + k) % 2**31
+
+    def measure(self, experiment: int, slot: Slot) -> Measurement:
+        """One measurement, recorded in the journal and, when it succeeded, in the noise."""
+        self.on_measure(experiment)
+        m = measure_candidate(slot.path, self.spec.metric, self.sandbox, self.env,
+                              self.seed(experiment), self.redact)  # fmt: skip
+        self.journal.add_measurement(experiment, m.seed, m.status, m.value, m.metrics,
+                                     m.duration, m.output, m.started_at)  # fmt: skip
+        return m
+
+    def baseline(self, experiment: int, slot: Slot) -> Verdict:
+        repeats = 1 if self.policy.max_measurements == 1 else self.spec.policy.baseline_repeats
+        last: Measurement | None = None
+        for _ in range(repeats):
+            last = self.measure(experiment, slot)
+            if not last.ok:
+                return Verdict(last.status, f"baseline: {last.why}", None, last)
+            assert last.value is not None
+            self.noise.add(str(experiment), last.value)
+        samples = self.noise.samples(str(experiment))
+        noise = self.noise.estimate
+        spread = f" (n={samples.n}, sd {noise.sd:.3g})" if noise.sd is not None else ""
+        why = f"baseline: {self.spec.metric.name} {samples.mean:.6g} on the base commit{spread}"
+        return Verdict("keep", why, samples.mean, last)
+
+    def candidate(self, experiment: int, slot: Slot, incumbent: int, parent: str) -> Verdict:
+        """Measure the candidate in `slot` (its change collected) until the policy decides."""
+        protected = self.spec.scope.protected
+        reference = digest_protected(slot.path, protected) if protected else {}
+        candidate_tree = workspace.staged_tree(slot)
+        last: list[Measurement] = []
+        tampered: list[str] = []
+
+        def tamper_check() -> bool:
+            if protected:
+                tampered.extend(compare_digests(reference, digest_protected(slot.path, protected)))
+            return bool(tampered)
+
+        def measure_candidate_once() -> float | None:
+            m = self.measure(experiment, slot)
+            last.append(m)
+            return None if tamper_check() or not m.ok else m.value
+
+        def measure_incumbent_once() -> float | None:
+            workspace.checkout_tree(slot, parent)
+            m = self.measure(incumbent, slot)
+            changed = tamper_check()
+            workspace.checkout_tree(slot, candidate_tree)
+            return None if changed or not m.ok else m.value
+
+        judgement = compare(
+            self.policy, self.noise, str(experiment), str(incumbent), self.spec.metric.goal,
+            self.spec.metric.name, measure_candidate_once, measure_incumbent_once,
+            paired=self.spec.policy.paired_seeds,
+        )  # fmt: skip
+        measurement = last[-1] if last else None
+        self.journal.update_value(incumbent, self.noise.samples(str(incumbent)).mean)
+        if tampered:
+            why = f"protected files changed during the measurement: {', '.join(tampered)}"
+            return Verdict("tampered", why, None, measurement)
+        if judgement is None:
+            assert measurement is not None
+            return Verdict(measurement.status, measurement.why, None, measurement)
+        value = self.noise.samples(str(experiment)).mean
+        if judgement.verdict != "keep":
+            return Verdict("discard", judgement.why, value, measurement)
+        assert measurement is not None
+        failed_gate = check_gates(self.gates, measurement.metrics)
+        if failed_gate:
+            return Verdict("discard", f"would keep, but a gate failed: {failed_gate}", value,
+                           measurement)  # fmt: skip
+        failed_checks = self.run_checks(slot)
+        if failed_checks:
+            return Verdict("discard", f"would keep, but {failed_checks}", value, measurement)
+        return Verdict("keep", judgement.why, value, measurement)
+
+    def run_checks(self, slot: Slot) -> str | None:
+        """The `checks` command (tests, say), run only for a would-be keep."""
+        command = self.spec.metric.checks
+        if not command:
+            return None
+        started = time.monotonic()
+        budget = self.spec.metric.checks_budget
+        result = self.sandbox.run(command, slot.path, self.env, budget, self.spec.metric.grace,
+                                  pidfile_for(slot.path))  # fmt: skip
+        if result.timed_out:
+            return f"the checks ran past their {format_seconds(budget)} budget"
+        if result.returncode != 0:
+            lines = [line for line in self.redact(result.output).splitlines() if line.strip()]
+            last = lines[-1].strip()[:200] if lines else "no output"
+            return f"the checks failed (exit code {result.returncode}, {time.monotonic() - started:.1f}s): {last}"
+        return None
