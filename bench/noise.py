@@ -78,7 +78,9 @@ def main() -> int:
             results.setdefault(name, {})[f"{effect:g}sd"] = {
                 "keeps_per_run": keeps, "keep_rate": keeps / args.trials, "measurements_per_trial": cost,
             }  # fmt: skip
-            print(f"{name:<12} {effect:>5g}sd {keeps:>10.2f} {keeps / args.trials:>10.1%} {cost:>11.2f}")
+            print(
+                f"{name:<12} {effect:>5g}sd {keeps:>10.2f} {keeps / args.trials:>10.1%} {cost:>11.2f}"
+            )
     noisy = results["noise-aware"]
     checks = {
         f"false keeps on pure noise <= {TARGET_FALSE_KEEPS} per {TRIALS} trials":
