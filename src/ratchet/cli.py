@@ -190,6 +190,46 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
     console.print(f"branch {run.branch}; results in .ratchet/results.tsv", highlight=False)
 
 
+# noise --------------------------------------------------------------------------------
+@app.command()
+@guarded
+def noise(
+    repeats: Annotated[
+        int, typer.Option(help="How many measurements of the incumbent.", min=2)
+    ] = 5,
+    name: NameOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure the incumbent again and again: how noisy is the metric?"""
+    from ratchet.engine import Engine, open_journal
+    from ratchet.spec import load_spec
+
+    project = _project()
+    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
+    spec = load_spec(project, files)
+    journal = open_journal(project)
+    try:
+        report = Engine(project, spec, journal, run_name=name).measure_noise(repeats)
+    finally:
+        journal.close()
+    if as_json:
+        _print_json(report.__dict__)
+        return
+    metric = spec.metric.name
+    table = Table.grid(padding=(0, 2))
+    table.add_row("measured", f"experiment #{report.experiment}, {report.n} times")
+    table.add_row("mean", f"{metric} {report.mean:.6g}")
+    table.add_row("sd", _fmt(report.sd))
+    table.add_row("spread", f"{report.low:.6g} .. {report.high:.6g}")
+    table.add_row("pooled sd", f"{_fmt(report.pooled_sd)} ({report.pooled_df} degrees of freedom)")
+    table.add_row(
+        "smallest keep",
+        f"{_fmt(report.smallest_detectable)} (an improvement the policy can tell apart at "
+        f"confidence {spec.policy.confidence:g}, with a candidate measured twice)",
+    )
+    console.print(table, highlight=False)
+
+
 # status, log, show --------------------------------------------------------------------
 @app.command()
 @guarded

@@ -18,13 +18,14 @@ from types import FrameType
 from ratchet import workspace
 from ratchet.brief import History, render_brief, write_brief
 from ratchet.environment import Redactor, child_environment
-from ratchet.errors import RunError, UsageError
+from ratchet.errors import RunError
 from ratchet.integrity import shadowing_paths
 from ratchet.journal import ExperimentRecord, Journal, RunRecord, append_tsv, export_tsv
-from ratchet.judging import Judge
+from ratchet.judging import Judge, NoiseReport
 from ratchet.measure import Measurement, format_seconds
 from ratchet.policy import improvement, policy_for
 from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext, make_proposer
+from ratchet.runs import open_run, reconcile_branch
 from ratchet.sandbox import kill_leftover, pidfile_for, sandbox_for
 from ratchet.spec import Spec
 from ratchet.workspace import GitError, Slot
@@ -161,61 +162,10 @@ class Engine:
         self.env = child_environment(allow=spec.sandbox.allow_env)
         self.results = self.state / RESULTS_FILE
 
-    # set-up -------------------------------------------------------------------------
-    def _open_run(self) -> tuple[RunRecord, bool]:
-        dirty = workspace.dirty_files(self.project)
-        if dirty:
-            shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
-            raise UsageError(
-                f"the working tree has uncommitted changes ({shown}); commit or stash them first"
-            )
-        branch = workspace.branch_name(self.name)
-        record = self.journal.run(self.name)
-        if record is None:
-            if workspace.resolve(self.project, f"refs/heads/{branch}"):
-                raise UsageError(
-                    f"branch {branch} exists but the journal has no run '{self.name}'; "
-                    "choose another --name or delete the branch"
-                )
-            base = workspace.head_commit(self.project)
-            record = RunRecord(
-                self.name,
-                branch,
-                base,
-                self.spec.digest(),
-                self.spec.metric.name,
-                self.spec.metric.goal,
-                time.time(),
-            )
-            workspace.create_branch(self.project, self.name, base)
-            self.journal.create_run(record)
-            self.journal.audit(self.name, "run-created", base=base, branch=branch)
-            return record, False
-        if workspace.resolve(self.project, f"refs/heads/{branch}") is None:
-            raise RunError(
-                f"branch {branch} is gone but the journal holds run '{self.name}'; "
-                "restore the branch or choose another --name"
-            )
-        return record, True
-
-    def _reconcile_branch(self, run: RunRecord) -> None:
-        """Bring the branch up to the journal's incumbent after a kill between the two."""
-        incumbent = self.journal.incumbent(self.name)
-        head = workspace.resolve(self.project, f"refs/heads/{run.branch}")
-        if incumbent is None or incumbent.commit is None or incumbent.commit == head:
-            return
-        if workspace.resolve(self.project, f"{incumbent.commit}^") == head and head is not None:
-            workspace.advance_branch(self.project, self.name, incumbent.commit, head)
-            self.journal.audit(self.name, "branch-repaired", commit=incumbent.commit)
-            return
-        raise RunError(
-            f"branch {run.branch} is at {str(head)[:7]} but the journal's incumbent is "
-            f"{incumbent.commit[:7]}; the branch was moved outside ratchet"
-        )
-
     # the loop -----------------------------------------------------------------------
-    def run(self) -> RunStopped:
-        run, resumed = self._open_run()
+    def _prepare(self) -> tuple[RunRecord, ExperimentRecord | None]:
+        """Open the run, repair what a crash left, and ready the slot and the judge."""
+        run, resumed = open_run(self.project, self.spec, self.journal, self.name)
         (self.state / ".gitignore").write_text("*\n")  # ratchet's state is never tracked
         slot_path = self.project / workspace.SLOTS_DIR / "0"
         if kill_leftover(pidfile_for(slot_path)):
@@ -223,7 +173,7 @@ class Engine:
         interrupted = self.journal.interrupt_unfinished(self.name)
         if interrupted:
             self.journal.audit(self.name, "interrupted-marked", experiments=interrupted)
-        self._reconcile_branch(run)
+        reconcile_branch(self.project, self.journal, run)
         self.journal.audit(
             self.name,
             "run-started",
@@ -233,13 +183,11 @@ class Engine:
         )
         export_tsv(self.journal, self.name, self.spec.metric.name, self.results)
         incumbent = self.journal.incumbent(self.name)
-        slot = self.slot = workspace.ensure_slot(
+        self.slot = workspace.ensure_slot(
             self.project, 0, incumbent.commit if incumbent and incumbent.commit else run.base_commit
         )
-        self.observe(
-            RunStarted(
-                run, self.spec.proposer.kind, self.sandbox.name, resumed, interrupted, incumbent
-            )
+        self.started = RunStarted(
+            run, self.spec.proposer.kind, self.sandbox.name, resumed, interrupted, incumbent
         )
         self.session_start = time.monotonic()
         self.counts = self.journal.counts(self.name)
@@ -248,8 +196,14 @@ class Engine:
                            self.env, self.redact, self._on_measure)  # fmt: skip
         directive = self.spec.scope.directive
         self.directive = (self.project / directive).read_text(errors="replace") if directive else ""
-        reason = "stopped"
         self.signals = _SignalGate()
+        return run, incumbent
+
+    def run(self) -> RunStopped:
+        run, incumbent = self._prepare()
+        self.observe(self.started)
+        slot = self.slot
+        reason = "stopped"
         with self.signals.installed():
             try:
                 if incumbent is None:
@@ -265,6 +219,27 @@ class Engine:
             except Stopped as stop:
                 reason = f"stopped by {stop}"
         return self._stop(reason, self.journal.incumbent(self.name))
+
+    def measure_noise(self, repeats: int) -> NoiseReport:
+        """Measure the incumbent `repeats` more times (the baseline first, in a new run)."""
+        run, incumbent = self._prepare()
+        with self.signals.installed():
+            if incumbent is None:
+                incumbent = self._measure_baseline(self.slot, run)
+                if incumbent.decision != "keep":
+                    raise RunError(f"the baseline measurement failed: {incumbent.why}")
+                repeats = max(0, repeats - self.spec.policy.baseline_repeats)
+            workspace.reset_slot(self.slot, self._commit(incumbent))
+            for _ in range(repeats):
+                measurement = self.judge.measure(incumbent.id, self.slot)
+                if not measurement.ok:
+                    raise RunError(f"a measurement of the incumbent failed: {measurement.why}")
+                assert measurement.value is not None
+                self.judge.noise.add(str(incumbent.id), measurement.value)
+        report = self.judge.noise_report(incumbent.id)
+        self.journal.update_value(incumbent.id, report.mean)
+        self.journal.audit(self.name, "noise-estimated", **report.__dict__)
+        return report
 
     def _repair(self, slot: Slot, commit: str) -> Slot:
         """Rebuild a slot that a proposal or candidate broke; later experiments use it."""

@@ -8,6 +8,8 @@ a keep. The incumbent is re-measured in the same slot when the policy needs it.
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from ratchet.gates import check_gates, parse_gates
 from ratchet.integrity import compare_digests, digest_protected
 from ratchet.journal import Journal
 from ratchet.measure import Measurement, format_seconds, measure_candidate
-from ratchet.policy import NoiseModel, Policy, compare
+from ratchet.policy import NoiseAware, NoiseModel, Policy, compare
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import Spec
 from ratchet.workspace import Slot
@@ -31,6 +33,21 @@ class Verdict:
     why: str
     value: float | None  # the candidate's mean, when it was measured
     measurement: Measurement | None  # the last one
+
+
+@dataclass(frozen=True)
+class NoiseReport:
+    """What `ratchet noise` prints and stores: one commit measured again and again."""
+
+    experiment: int
+    n: int
+    mean: float
+    sd: float | None  # of this commit's measurements
+    low: float
+    high: float
+    pooled_sd: float | None  # over every repeated measurement of the run
+    pooled_df: int
+    smallest_detectable: float | None  # the improvement a candidate measured twice needs
 
 
 class Judge:
@@ -130,6 +147,17 @@ class Judge:
         if failed_checks:
             return Verdict("discard", f"would keep, but {failed_checks}", value, measurement)
         return Verdict("keep", judgement.why, value, measurement)
+
+    def noise_report(self, experiment: int) -> NoiseReport:
+        values = self.noise.samples(str(experiment)).values
+        mean = sum(values) / len(values)
+        sd = statistics.stdev(values) if len(values) > 1 else None
+        pooled = self.noise.estimate
+        policy = NoiseAware(self.spec.policy.confidence, self.spec.policy.min_delta,
+                            self.spec.policy.max_repeats)  # fmt: skip
+        smallest = policy.smallest_detectable(pooled, policy.min_keep_measurements, len(values))
+        return NoiseReport(experiment, len(values), mean, sd, min(values), max(values),
+                           pooled.sd, pooled.df, None if math.isinf(smallest) else smallest)  # fmt: skip
 
     def run_checks(self, slot: Slot) -> str | None:
         """The `checks` command (tests, say), run only for a would-be keep."""

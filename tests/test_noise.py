@@ -1,0 +1,215 @@
+"""Honest keeps: noise estimates, the noise-aware policy, and the integrity of a measurement.
+
+Noisy metrics come from a generator seeded by `$RATCHET_SEED`, which ratchet sets for
+every measurement, so every test here is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import experiments, git, make_project, ratchet
+from ratchet.policy import Judgement, NoiseAware, NoiseModel, compare
+
+# loss = 5 * (X - 2)^2 + N(0, 1): X = 2 is a real improvement of about 45 sd over X = 5
+NOISY_SCORE = """
+import os, random
+from value import X
+r = random.Random(int(os.environ["RATCHET_SEED"]))
+print(f"seed: {os.environ['RATCHET_SEED']}")
+print(f"loss: {5 * (X - 2) ** 2 + r.gauss(0, 1):.6f}")
+"""
+
+
+def noisy_project(tmp_path: Path, propose: str, extra: str = "", experiments_: int = 1,
+                  files: dict[str, str] | None = None) -> Path:  # fmt: skip
+    spec = f"""
+[scope]
+editable = ["value.py"]
+protected = ["score.py"]
+[metric]
+command = "{sys.executable} score.py"
+name = "loss"
+budget = "20s"
+{extra}
+[run]
+max_experiments = {experiments_}
+[proposer]
+kind = "command"
+command = '''{propose}'''
+"""
+    all_files = {"value.py": "X = 5\n", "score.py": NOISY_SCORE, **(files or {})}
+    return make_project(tmp_path / "p", all_files, spec)
+
+
+def measurements(project: Path, experiment: int) -> list[dict[str, object]]:
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    db.row_factory = sqlite3.Row
+    rows = db.execute("SELECT * FROM measurements WHERE experiment = ? ORDER BY id", (experiment,))
+    result = [dict(r) for r in rows]
+    db.close()
+    return result
+
+
+def test_ratchet_noise_measures_the_incumbent_and_stores_the_estimate(tmp_path: Path) -> None:
+    project = noisy_project(tmp_path, "true")
+    result = ratchet(project, "noise", "--repeats", "8", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 8
+    assert 0.3 < report["sd"] < 2.0  # N(0, 1) noise, eight draws
+    assert report["low"] < report["mean"] < report["high"]
+    assert report["pooled_df"] == 7
+    assert report["smallest_detectable"] > report["pooled_sd"]
+    assert len(measurements(project, 1)) == 8
+    status = json.loads(ratchet(project, "status", "--json").stdout)
+    assert status["incumbent"]["value"] == pytest.approx(report["mean"])
+    table = ratchet(project, "noise", "--repeats", "2").stdout
+    assert "smallest keep" in table and "pooled sd" in table
+    assert json.loads(ratchet(project, "status", "--json").stdout)["decisions"] == {"keep": 1}
+
+
+def test_a_deterministic_metric_is_greedy_without_extra_measurements(tmp_path: Path) -> None:
+    project = noisy_project(tmp_path, "echo 'X = 2' > value.py",
+                            files={"score.py": "from value import X\nprint(f'loss: {X * X}')\n"})  # fmt: skip
+    assert ratchet(project, "run").returncode == 0
+    rows = experiments(project)
+    assert rows[1]["decision"] == "keep"
+    assert rows[1]["why"] == "kept: loss 25 -> 4 (delta 21; the metric is noiseless)"
+    assert len(measurements(project, 1)) == 3  # the baseline, to learn there is no noise
+    assert len(measurements(project, 2)) == 1  # the candidate: once
+
+
+def test_a_real_improvement_on_a_noisy_metric_is_kept_with_its_statistics(
+    tmp_path: Path,
+) -> None:
+    project = noisy_project(tmp_path, "echo 'X = 2' > value.py")
+    assert ratchet(project, "run").returncode == 0
+    row = experiments(project)[1]
+    assert row["decision"] == "keep"
+    assert re.fullmatch(r"kept: loss 4\d\.\d+ -> \S+ \(delta \S+ = \S+ sd; n=2 vs 3\)", row["why"])
+    # never kept on one draw: the candidate was measured twice
+    assert len(measurements(project, 2)) == 2
+
+
+def test_pure_noise_keeps_nothing_and_says_why(tmp_path: Path) -> None:
+    propose = 'echo "X = 5 # $(od -An -N2 -tu2 /dev/urandom | tr -dc 0-9)" > value.py'
+    project = noisy_project(tmp_path, propose, experiments_=15)
+    assert ratchet(project, "run").returncode == 0
+    rows = experiments(project)[1:]
+    assert [r["decision"] for r in rows] == ["discard"] * 15
+    assert all("discarded: " in r["why"] and " sd" in r["why"] for r in rows)
+    assert sum(len(measurements(project, r["id"])) for r in rows) < 2 * 15
+
+
+def test_unpaired_and_paired_seeds(tmp_path: Path) -> None:
+    project = noisy_project(tmp_path, "echo 'X = 2' > value.py")
+    ratchet(project, "run")
+    baseline = [m["seed"] for m in measurements(project, 1)]
+    candidate = [m["seed"] for m in measurements(project, 2)]
+    assert len(set(baseline + candidate)) == 5  # all different
+    paired = noisy_project(tmp_path / "paired", "echo 'X = 2' > value.py",
+                           extra="[policy]\npaired_seeds = true")  # fmt: skip
+    ratchet(paired, "run")
+    assert [m["seed"] for m in measurements(paired, 1)] == [0, 1, 2]
+    assert [m["seed"] for m in measurements(paired, 2)] == [0, 1]
+    outputs = [m["output"] for m in measurements(paired, 2)]
+    assert outputs[0].startswith("seed: 0")  # the command saw the seed it was given
+
+
+def test_the_incumbent_absorbs_re_measurements() -> None:
+    """A promising candidate makes the incumbent measured again; its mean regresses."""
+    noise = NoiseModel()
+    for value in (10.0, 10.5, 9.5):
+        noise.add("incumbent", value)
+    candidate = iter([9.0, 9.8, 10.1, 10.2, 9.9, 10.0])
+    incumbent = iter([10.1, 10.0, 9.9, 10.2, 10.0])
+    judgement = compare(NoiseAware(), noise, "candidate", "incumbent", "minimize", "loss",
+                        lambda: next(candidate), lambda: next(incumbent))  # fmt: skip
+    assert isinstance(judgement, Judgement) and judgement.verdict == "discard"
+    assert noise.samples("incumbent").n > 3
+    assert noise.samples("candidate").n >= 2
+
+
+def test_a_measurement_that_writes_a_protected_file_is_tampered(tmp_path: Path) -> None:
+    hack = f"echo 'print(\"loss: -1\")' >> score.py; {sys.executable} score.py"
+    project = noisy_project(tmp_path, "echo 'X = 3' > value.py", experiments_=2)
+    spec = (project / "ratchet.toml").read_text()
+    (project / "ratchet.toml").write_text(
+        spec.replace(f'command = "{sys.executable} score.py"', "command = '''sh measure.sh'''")
+    )
+    (project / "measure.sh").write_text(
+        f'if grep -q "X = 3" value.py; then {hack}; else {sys.executable} score.py; fi\n'
+    )
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "measure through a script")
+    assert ratchet(project, "run").returncode == 0
+    rows = experiments(project)
+    assert [r["decision"] for r in rows] == ["keep", "tampered", "tampered"]
+    assert rows[1]["why"] == "protected files changed during the measurement: score.py changed"
+    assert git(project, "rev-parse", "ratchet/default") == git(project, "rev-parse", "main")
+
+
+@pytest.mark.parametrize(("allow", "decision"), [("", "out-of-scope"), ('["json"]', "keep")])
+def test_a_new_file_that_shadows_a_module(tmp_path: Path, allow: str, decision: str) -> None:
+    project = noisy_project(tmp_path, "echo 'X = 2' > value.py && echo 'dumps = 1' > json.py")
+    spec = (project / "ratchet.toml").read_text().replace('editable = ["value.py"]',
+                                                          'editable = ["*.py"]')  # fmt: skip
+    spec = spec.replace('protected = ["score.py"]', "")
+    if allow:
+        spec = spec.replace("[metric]", f"allow_shadowing = {allow}\n[metric]")
+    (project / "ratchet.toml").write_text(spec)
+    git(project, "commit", "-qam", "wider scope")
+    ratchet(project, "run")
+    row = experiments(project)[1]
+    assert row["decision"] == decision
+    if decision == "out-of-scope":
+        assert "json.py (shadows the standard library's json)" in row["why"]
+
+
+def test_gates_and_checks_stand_between_a_would_be_keep_and_a_keep(tmp_path: Path) -> None:
+    marker = tmp_path / "checks-ran"
+    heavy = "print('memory_gb: 50')\n" + NOISY_SCORE
+    gated = noisy_project(tmp_path / "gates", "echo 'X = 2' > value.py",
+                          extra='gates = { memory_gb = "<= 40" }', files={"score.py": heavy})  # fmt: skip
+    ratchet(gated, "run")
+    assert experiments(gated)[1]["decision"] == "discard"
+    assert "a gate failed: memory_gb 50 is not <= 40" in experiments(gated)[1]["why"]
+
+    failing = noisy_project(tmp_path / "checks", "echo 'X = 2' > value.py", experiments_=2,
+                            extra=f"checks = '''touch {marker}; echo 2 tests failed; exit 1'''")  # fmt: skip
+    ratchet(failing, "run")
+    rows = experiments(failing)
+    assert rows[1]["decision"] == "discard"
+    assert re.search(r"but the checks failed \(exit code 1, [\d.]+s\): 2 tests failed$", rows[1]["why"])  # fmt: skip
+    assert marker.exists()
+
+    marker.unlink()
+    worse = noisy_project(tmp_path / "worse", "echo 'X = 9' > value.py",
+                          extra=f"checks = '''touch {marker}'''")  # fmt: skip
+    ratchet(worse, "run")
+    assert experiments(worse)[1]["decision"] == "discard"
+    assert not marker.exists()  # checks run only for would-be keeps
+
+
+def test_a_strict_metric_printed_after_the_real_one_is_no_metric(tmp_path: Path) -> None:
+    forged = NOISY_SCORE + "if X == 2:\n    print('loss: -100')\n"
+    project = noisy_project(tmp_path, "echo 'X = 2' > value.py", extra="strict = true",
+                            files={"score.py": forged})  # fmt: skip
+    ratchet(project, "run")
+    row = experiments(project)[1]
+    assert row["decision"] == "no-metric"
+    assert row["why"] == "'loss' was reported 2 times and the metric is strict"
+
+
+def test_a_bad_gate_is_a_spec_error(tmp_path: Path) -> None:
+    project = noisy_project(tmp_path, "true", extra='gates = { memory_gb = "less than 40" }')
+    result = ratchet(project, "run")
+    assert result.returncode == 2
+    assert "gate 'memory_gb'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
