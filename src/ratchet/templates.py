@@ -26,6 +26,11 @@ max_time = "8h"
 # patience = 30                # stop after this many experiments without a keep
 # target = 0.95                # stop once the metric reaches this
 
+[policy]
+kind = "noise-aware"           # keep only improvements beyond the measured noise; or "greedy"
+# confidence = 0.99
+# min_delta = 0.0              # an improvement must also be larger than this
+
 [proposer]
 kind = "knobs"                 # tune constants annotated `# ratchet: knob log 1e-4..1e-1`
 # kind = "command"             # or run any program that edits the scope
