@@ -85,7 +85,7 @@ def test_results_tsv_starts_with_the_autoresearch_columns(
     lines = (project / ".ratchet" / "results.tsv").read_text().splitlines()
     header = lines[0].split("\t")
     assert header[:5] == ["commit", "score", "memory_gb", "status", "description"]
-    assert header[5:8] == ["experiment", "decision", "why"]
+    assert header[5:9] == ["holdout", "experiment", "decision", "why"]
     row = dict(zip(header, lines[2].split("\t"), strict=True))
     assert row["status"] == "keep" and row["description"] == "set X to 2"
     assert git(project, "rev-parse", "--short=7", "ratchet/default") == row["commit"]

@@ -213,3 +213,47 @@ def test_a_bad_gate_is_a_spec_error(tmp_path: Path) -> None:
     result = ratchet(project, "run")
     assert result.returncode == 2
     assert "gate 'memory_gb'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+HOLDOUT_SPEC = f"""
+[scope]
+editable = ["value.py"]
+protected = ["score.py", "holdout.py"]
+[metric]
+command = "{sys.executable} score.py"
+confirm = "{sys.executable} holdout.py"
+name = "loss"
+[run]
+max_experiments = 1
+[proposer]
+kind = "command"
+command = "echo 'X = 3' > value.py"
+"""
+
+
+@pytest.mark.parametrize(("best", "decision"), [(6, "overfit"), (3, "keep")])
+def test_holdout_confirmation(tmp_path: Path, best: int, decision: str) -> None:
+    """The search metric improves from X = 5 to X = 3; the holdout is best at `best`."""
+    files = {
+        "value.py": "X = 5\n",
+        "score.py": "from value import X\nprint(f'loss: {(X - 2) ** 2}')\n",
+        "holdout.py": f"from value import X\nprint(f'loss: {{(X - {best}) ** 2}}')\n",
+    }
+    project = make_project(tmp_path / "p", files, HOLDOUT_SPEC)
+    assert ratchet(project, "run").returncode == 0
+    rows = experiments(project)
+    assert rows[1]["decision"] == decision
+    assert rows[0]["holdout"] == (5 - best) ** 2  # the incumbent's, measured once
+    assert rows[1]["holdout"] == (3 - best) ** 2
+    if decision == "overfit":
+        assert rows[1]["why"] == (
+            "overfit: loss on the holdout 1 -> 9 is worse than the incumbent's by 8, "
+            "beyond the noise (0)"
+        )
+        assert git(project, "rev-parse", "ratchet/default") == git(project, "rev-parse", "main")
+    status = json.loads(ratchet(project, "status", "--json").stdout)
+    incumbent = status["incumbent"]
+    assert incumbent["holdout_gap"] == incumbent["holdout"] - incumbent["value"]
+    assert "holdout" in ratchet(project, "status").stdout
+    # holdout measurements never enter the search metric's noise estimate
+    assert [m["status"] for m in measurements(project, rows[1]["id"])] == ["ok", "holdout"]

@@ -256,6 +256,8 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
             "value": incumbent.value,
             "experiment": incumbent.id,
             "commit": incumbent.commit,
+            "holdout": incumbent.holdout,
+            "holdout_gap": _gap(incumbent),
         }
         if incumbent
         else None,
@@ -280,6 +282,9 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
             "incumbent",
             f"{_fmt(incumbent.value)} (#{incumbent.id}, {(incumbent.commit or '')[:7]})",
         )
+    if incumbent and incumbent.holdout is not None:
+        table.add_row("holdout", f"{_fmt(incumbent.holdout)} (search {_fmt(incumbent.value)}, "
+                      f"gap {_gap(incumbent):+.4g})")  # fmt: skip
     table.add_row(
         "experiments",
         f"{counts.experiments} ({plural(counts.keeps, 'keep')}, {counts.since_keep} since the last keep)",
@@ -287,6 +292,13 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     table.add_row("decisions", ", ".join(f"{k} {v}" for k, v in sorted(decisions.items())))
     table.add_row("elapsed", f"{counts.elapsed:.0f}s")
     console.print(table)
+
+
+def _gap(record: ExperimentRecord) -> float | None:
+    """How much worse the holdout is than the search metric (in the metric's units)."""
+    if record.holdout is None or record.value is None:
+        return None
+    return record.holdout - record.value
 
 
 def _fmt(value: float | None) -> str:

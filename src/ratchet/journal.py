@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS experiments (
     metrics TEXT NOT NULL DEFAULT '{}',
     duration REAL,
     started_at REAL NOT NULL,
-    ended_at REAL
+    ended_at REAL,
+    holdout REAL
 );
 CREATE INDEX IF NOT EXISTS experiments_by_run ON experiments(run, id);
 CREATE INDEX IF NOT EXISTS experiments_by_decision ON experiments(run, decision, id);
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS audit (
 
 TSV_COLUMNS_AFTER_METRIC = ["memory_gb", "status", "description"]
 TSV_OWN_COLUMNS = [
+    "holdout",
     "experiment",
     "decision",
     "why",
@@ -121,6 +123,7 @@ class ExperimentRecord:
     duration: float | None
     started_at: float
     ended_at: float | None
+    holdout: float | None = None  # the confirmation command's value (keeps, incumbents)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ExperimentRecord:
@@ -167,6 +170,9 @@ class Journal:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(experiments)")}
+        if "holdout" not in columns:  # a journal written before holdout confirmation
+            self.db.execute("ALTER TABLE experiments ADD COLUMN holdout REAL")
 
     def close(self) -> None:
         self.db.close()
@@ -344,6 +350,9 @@ class Journal:
         ).fetchall()
         return [MeasurementRecord(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
 
+    def set_holdout(self, experiment: int, value: float | None) -> None:
+        self.db.execute("UPDATE experiments SET holdout = ? WHERE id = ?", (value, experiment))
+
     def update_value(self, experiment: int, value: float) -> None:
         """An incumbent re-measured: its value is the mean of all its measurements."""
         self.db.execute("UPDATE experiments SET value = ? WHERE id = ?", (value, experiment))
@@ -429,6 +438,7 @@ def tsv_row(record: ExperimentRecord) -> str:
         memory_gb(record.metrics),
         _AUTORESEARCH_STATUS.get(decision, "crash"),
         record.rationale,
+        record.holdout,
         record.id,
         decision,
         record.why,

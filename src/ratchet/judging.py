@@ -19,7 +19,7 @@ from ratchet.gates import check_gates, parse_gates
 from ratchet.integrity import compare_digests, digest_protected
 from ratchet.journal import Journal
 from ratchet.measure import Measurement, format_seconds, measure_candidate
-from ratchet.policy import NoiseAware, NoiseModel, Policy, compare
+from ratchet.policy import NoiseAware, NoiseModel, Policy, compare, improvement
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import Spec
 from ratchet.workspace import Slot
@@ -146,7 +146,60 @@ class Judge:
         failed_checks = self.run_checks(slot)
         if failed_checks:
             return Verdict("discard", f"would keep, but {failed_checks}", value, measurement)
+        if self.spec.metric.confirm:
+            overfit = self.confirm(experiment, slot, incumbent, parent, candidate_tree)
+            if overfit:
+                decision = "overfit" if overfit.startswith("overfit") else "discard"
+                return Verdict(decision, overfit, value, measurement)
         return Verdict("keep", judgement.why, value, measurement)
+
+    def holdout(self, experiment: int, slot: Slot) -> Measurement:
+        """One run of the confirmation command, recorded apart from the search metric."""
+        metric = self.spec.metric
+        assert metric.confirm is not None
+        spec = metric.model_copy(update={"command": metric.confirm, "evaluate": None,
+                                         "budget": metric.confirm_budget or metric.budget})  # fmt: skip
+        self.on_measure(experiment)
+        m = measure_candidate(slot.path, spec, self.sandbox, self.env, 0, self.redact)
+        status = "holdout" if m.ok else f"holdout-{m.status}"
+        self.journal.add_measurement(experiment, m.seed, status, m.value, m.metrics, m.duration,
+                                     m.output, m.started_at)  # fmt: skip
+        return m
+
+    def confirm(
+        self, experiment: int, slot: Slot, incumbent: int, parent: str, candidate_tree: str
+    ) -> str | None:
+        """Held-out confirmation of a would-be keep; a sentence when it must not be kept.
+
+        The holdout is measured once per commit, so its noise is taken to be the search
+        metric's: a keep whose holdout is worse than the incumbent's by more than that
+        noise allows (at `confidence`) is `overfit`.
+        """
+        mine = self.holdout(experiment, slot)
+        if not mine.ok or mine.value is None:
+            return f"would keep, but the confirmation failed ({mine.status}): {mine.why}"
+        self.journal.set_holdout(experiment, mine.value)
+        record = self.journal.experiment(incumbent)
+        theirs = record.holdout if record is not None else None
+        if theirs is None:
+            workspace.checkout_tree(slot, parent)
+            measured = self.holdout(incumbent, slot)
+            workspace.checkout_tree(slot, candidate_tree)
+            if not measured.ok or measured.value is None:
+                return None  # nothing to compare with: the search decides
+            theirs = measured.value
+            self.journal.set_holdout(incumbent, theirs)
+        goal, name = self.spec.metric.goal, self.spec.metric.name
+        delta = improvement(mine.value, theirs, goal)
+        noise = self.noise.estimate
+        allowed = 0.0
+        if noise.sd:
+            policy = NoiseAware(self.spec.policy.confidence)
+            allowed = noise.sd * math.sqrt(2) * policy.threshold(noise.df)
+        if delta < -allowed:
+            return (f"overfit: {name} on the holdout {theirs:.6g} -> {mine.value:.6g} is worse "
+                    f"than the incumbent's by {-delta:.4g}, beyond the noise ({allowed:.4g})")  # fmt: skip
+        return None
 
     def noise_report(self, experiment: int) -> NoiseReport:
         values = self.noise.samples(str(experiment)).values

@@ -91,6 +91,8 @@ class MetricSpec(_Section):
     file: str | None = None
     strict: bool = False
     gates: dict[str, str] = {}
+    confirm: str | None = None
+    confirm_budget: Duration | None = None
     checks: str | None = None
     checks_budget: Duration = 600.0
 
