@@ -257,3 +257,13 @@ def test_holdout_confirmation(tmp_path: Path, best: int, decision: str) -> None:
     assert "holdout" in ratchet(project, "status").stdout
     # holdout measurements never enter the search metric's noise estimate
     assert [m["status"] for m in measurements(project, rows[1]["id"])] == ["ok", "holdout"]
+
+
+def test_the_brief_carries_the_noise_estimate(tmp_path: Path) -> None:
+    seen = tmp_path / "brief.json"
+    project = noisy_project(tmp_path, f"cp $RATCHET_BRIEF {seen}")
+    ratchet(project, "run")
+    brief = json.loads(seen.read_text())
+    assert brief["noise"]["df"] == 2  # the baseline, measured three times
+    assert 0 < brief["noise"]["sd"] < 3
+    assert brief["history"][0]["why"].startswith("baseline: loss")

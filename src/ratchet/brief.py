@@ -77,6 +77,7 @@ def render_brief(
     directive: str,
     budget_left: dict[str, float | int | None],
     totals: dict[str, int],
+    noise: dict[str, float | int | None] | None = None,
 ) -> str:
     head: dict[str, Any] = {
         "run": run,
@@ -94,7 +95,7 @@ def render_brief(
             "value": incumbent.value,
             "metrics": incumbent.metrics,
         },
-        "noise": None,
+        "noise": noise,
         "budget_left": budget_left,
         "totals": totals,
     }

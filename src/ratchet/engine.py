@@ -457,6 +457,7 @@ class Engine:
             self.directive,
             budget_left,
             totals,
+            {"sd": self.judge.noise.estimate.sd, "df": self.judge.noise.estimate.df},
         )
 
 
