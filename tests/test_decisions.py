@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -182,3 +183,20 @@ def test_the_loop_goes_on_after_every_kind_of_failure(
         "invalid-proposal",
         "keep",
     ]
+
+
+def test_the_greedy_policy_keeps_any_strict_improvement_of_one_measurement(
+    score_project: Callable[..., Path],
+) -> None:
+    project = score_project("echo 'X = 1' > value.py")
+    spec = (
+        (project / "ratchet.toml").read_text().replace("[run]", '[policy]\nkind = "greedy"\n[run]')
+    )
+    (project / "ratchet.toml").write_text(spec)
+    git(project, "commit", "-qam", "greedy")
+    assert ratchet(project, "run").returncode == 0
+    rows = experiments(project)
+    assert [r["decision"] for r in rows] == ["keep", "keep"]
+    assert rows[1]["why"] == "score 9 -> 1 (better by 8)"
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    assert db.execute("SELECT COUNT(*) FROM measurements").fetchone() == (2,)  # once each
