@@ -50,7 +50,7 @@ METRIC = (
     ' printf "score: %.6f\\n", 10 + sqrt(-2 * log(u)) * cos(6.283185307179586 * v);'
     """ print 1 >> "TALLY" }'"""
 )
-PROPOSE = 'sed -i "s/^X = .*/X = $(od -An -N2 -tu2 /dev/urandom | tr -dc 0-9)/" value.py'
+PROPOSE = 'sed -i "s/^X = .*/X = $(od -An -N4 -tu4 /dev/urandom | tr -dc 0-9)/" value.py'
 SPEC = """[scope]
 editable = ["value.py"]
 [metric]
@@ -130,6 +130,7 @@ def install_labloop(root: Path) -> Path | None:
 
 def run_labloop(root: Path, name: str, trials: int, labloop: Path, min_delta: float) -> Result:
     """`labloop baseline` (as `labloop init` says to), then `labloop run`; counts from the ledger.
+    min_delta 0 is labloop's defaults; any other is `--min-delta min_delta --confirm`.
 
     The ledger has one row per trial; a --confirm re-run is not a row of its own, but a kept
     trial always had one and a reverted one had one when its note says it "won at" first.
@@ -174,9 +175,57 @@ def simulate_labloop(min_delta: float, trials: int, rng: random.Random) -> tuple
     return keeps, measurements
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
-    return statistics.fmean(values), se
+def row(keeps: list[int], measurements: list[int], walls: list[float], n: int) -> dict[str, float]:
+    """Over runs: false keeps per TRIALS trials (mean, sd, se), measurements per trial, wall s/run."""
+    per_run = [k * TRIALS / n for k in keeps]
+    sd = statistics.stdev(per_run) if len(per_run) > 1 else float("nan")
+    return {"false_keeps": statistics.fmean(per_run), "sd": sd, "se": sd / len(per_run) ** 0.5,
+            "measurements_per_trial": sum(measurements) / len(measurements) / n,
+            "wall_s": statistics.fmean(walls)}  # fmt: skip
+
+
+def run_e2e(args: argparse.Namespace, top: Path) -> dict[str, dict[str, float]]:
+    n = args.trials
+    runners = {
+        "ratchet greedy": lambda root, name: run_ratchet(root, name, n, "greedy"),
+        "ratchet noise-aware": lambda root, name: run_ratchet(root, name, n, "noise-aware"),
+    }
+    labloop = None if args.no_labloop else install_labloop(top)
+    if labloop:
+        runners["labloop default"] = lambda root, name: run_labloop(root, name, n, labloop, 0)
+        runners["labloop confirm"] = lambda root, name: run_labloop(
+            root, name, n, labloop, args.min_delta
+        )
+    results: dict[str, list[Result]] = {name: [] for name in runners}
+    for r in range(args.runs):  # interleaved, so that the contenders share the machine's noise
+        for name, runner in runners.items():
+            results[name].append(runner(top, f"{name.replace(' ', '-')}-{r}"))
+        keeps = ", ".join(f"{name} {runs[-1][0]}" for name, runs in results.items())
+        print(f"run {r + 1}/{args.runs}: false keeps {keeps}", flush=True)
+    rows = {}
+    for name, runs in results.items():
+        keeps, counted, tally, walls = (list(column) for column in zip(*runs, strict=True))
+        if counted != tally:
+            print(f"note: {name}: {sum(counted)} measurements counted, {sum(tally)} tallied")
+        rows[name] = row(keeps, counted, walls, n)
+    return rows
+
+
+def run_sim(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    n = args.trials
+    sims = {
+        "ratchet greedy": lambda rng: simulate(Greedy(), 0.0, n, rng),
+        "ratchet noise-aware": lambda rng: simulate(NoiseAware(), 0.0, n, rng),
+        "labloop default": lambda rng: simulate_labloop(0.0, n, rng),
+        "labloop confirm": lambda rng: simulate_labloop(args.min_delta, n, rng),
+    }
+    rows = {}
+    for name, sim in sims.items():
+        rng, start = random.Random(0), time.perf_counter()
+        runs = [sim(rng) for _ in range(args.sim_runs)]
+        wall = (time.perf_counter() - start) / args.sim_runs
+        rows[name] = row([k for k, _ in runs], [m for _, m in runs], [wall], n)
+    return rows
 
 
 def main() -> int:
@@ -188,66 +237,38 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--no-labloop", action="store_true", help="skip labloop")
     args = parser.parse_args()
-    n, began = args.trials, time.perf_counter()
-    rows: dict[str, dict[str, dict[str, float]]] = {}
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ratchet-noise-e2e-") as tmp:
-        top = Path(tmp)
-        labloop = None if args.no_labloop else install_labloop(top)
-        runners = {
-            "ratchet greedy": lambda root, name: run_ratchet(root, name, n, "greedy"),
-            "ratchet noise-aware": lambda root, name: run_ratchet(root, name, n, "noise-aware"),
-        }
-        if labloop:
-            runners["labloop default"] = lambda root, name: run_labloop(root, name, n, labloop, 0)
-            runners["labloop confirm"] = lambda root, name: run_labloop(root, name, n, labloop,
-                                                                        args.min_delta)  # fmt: skip
-        results: dict[str, list[Result]] = {name: [] for name in runners}
-        for r in range(args.runs):  # interleaved, so that the contenders share the machine's noise
-            for name, runner in runners.items():
-                results[name].append(runner(top, f"{name.replace(' ', '-')}-{r}"))
-            print(f"run {r + 1}/{args.runs}: false keeps " + ", ".join(
-                f"{k} {v[-1][0]}" for k, v in results.items()), flush=True)  # fmt: skip
-    for name, runs in results.items():
-        keeps, se = mean_se([k * TRIALS / n for k, *_ in runs])
-        counted, tally = (sum(r[i] for r in runs) / len(runs) / n for i in (1, 2))
-        if counted != tally:
-            print(f"note: {name} counted {counted:.3f} measurements/trial, the tally {tally:.3f}")
-        wall = statistics.fmean(r[3] for r in runs)
-        rows[f"{name} e2e"] = {"false_keeps": keeps, "se": se, "measurements_per_trial": counted,
-                               "tallied_per_trial": tally, "wall_s": wall}  # fmt: skip
-    sims = {"ratchet greedy": lambda rng: simulate(Greedy(), 0.0, n, rng),
-            "ratchet noise-aware": lambda rng: simulate(NoiseAware(), 0.0, n, rng),
-            "labloop default": lambda rng: simulate_labloop(0.0, n, rng),
-            "labloop confirm": lambda rng: simulate_labloop(args.min_delta, n, rng)}  # fmt: skip
-    for name, sim in sims.items():
-        rng = random.Random(0)
-        start = time.perf_counter()
-        runs_ = [sim(rng) for _ in range(args.sim_runs)]
-        keeps, se = mean_se([k * TRIALS / n for k, _ in runs_])
-        rows[f"{name} sim"] = {"false_keeps": keeps, "se": se, "wall_s": time.perf_counter() - start,
-                               "measurements_per_trial": sum(m for _, m in runs_) / len(runs_) / n}  # fmt: skip
-    print(f"\npure noise N(10, 1); {args.runs} e2e runs and {args.sim_runs} simulated runs of "
-          f"{n} trials each; labloop confirm: --min-delta {args.min_delta:g} --confirm")  # fmt: skip
-    print(f"{'contender':<20} {'source':<6} {f'false keeps/{TRIALS}':>16} "
-          f"{'meas/trial':>10} {'wall s/run':>10}")  # fmt: skip
+        e2e = run_e2e(args, Path(tmp))
+    sim = run_sim(args)
+    print(f"\npure noise N(10, 1): {args.runs} e2e and {args.sim_runs} simulated runs of "
+          f"{args.trials} trials; labloop confirm is --min-delta {args.min_delta:g} --confirm")  # fmt: skip
+    print(f"{'contender':<20} {'source':<6} {f'false keeps/{TRIALS}':>16} {'meas/trial':>10} "
+          f"{'wall s/run':>10}")  # fmt: skip
     for name in CONTENDERS:
-        for source in ("e2e", "sim"):
-            row = rows.get(f"{name} {source}")
-            if row:
-                keeps = f"{row['false_keeps']:.2f} ± {row['se']:.2f}"
-                print(f"{name:<20} {source:<6} {keeps:>16} {row['measurements_per_trial']:>10.3f} "
-                      f"{row['wall_s']:>10.2f}")  # fmt: skip
-    disagree = [name for name in results
-                if abs(rows[f"{name} e2e"]["false_keeps"] - rows[f"{name} sim"]["false_keeps"])
-                > 3 * (rows[f"{name} e2e"]["se"] ** 2 + rows[f"{name} sim"]["se"] ** 2) ** 0.5]  # fmt: skip
-    print("e2e and sim agree within 3 standard errors" if not disagree
-          else f"e2e and sim DISAGREE (beyond 3 se): {', '.join(disagree)}")  # fmt: skip
-    total = time.perf_counter() - began
-    print(f"bench took {total:.0f} s")
+        for source, rows in (("e2e", e2e), ("sim", sim)):
+            if name in rows:
+                r = rows[name]
+                keeps = f"{r['false_keeps']:.2f} ± {r['se']:.2f}"
+                print(f"{name:<20} {source:<6} {keeps:>16} {r['measurements_per_trial']:>10.3f} "
+                      f"{r['wall_s']:>10.2f}")  # fmt: skip
+    # if they agree, an e2e mean of R runs strays from the simulated one by about sd_sim / sqrt(R)
+    # (not the e2e's own se, which is 0 when all R runs happen to keep nothing)
+    disagree = [
+        name
+        for name, r in e2e.items()
+        if abs(r["false_keeps"] - sim[name]["false_keeps"])
+        > 3 * (sim[name]["sd"] ** 2 / args.runs + sim[name]["se"] ** 2) ** 0.5
+    ]
+    verdict = f"DISAGREE: {', '.join(disagree)}" if disagree else "agree"
+    print(f"false keeps, e2e vs sim (3 se, se = sim sd / sqrt({args.runs})): {verdict}")
+    took = time.perf_counter() - began
+    print(f"bench took {took:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"runs": args.runs, "sim_runs": args.sim_runs,
-                                         "trials": n, "min_delta": args.min_delta, "rows": rows,
-                                         "disagree": disagree, "took_s": total}, indent=2))  # fmt: skip
+        figures = {"runs": args.runs, "sim_runs": args.sim_runs, "trials": args.trials,
+                   "min_delta": args.min_delta, "e2e": e2e, "sim": sim, "disagree": disagree,
+                   "took_s": took}  # fmt: skip
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 

@@ -103,8 +103,11 @@ def test_pure_noise_keeps_nothing_and_says_why(tmp_path: Path) -> None:
     project = noisy_project(tmp_path, propose, experiments_=15)
     assert ratchet(project, "run").returncode == 0
     rows = experiments(project)[1:]
-    assert [r["decision"] for r in rows] == ["discard"] * 15
-    assert all("discarded: " in r["why"] and " sd" in r["why"] for r in rows)
+    # seeds differ from run to run: a false keep has about a 5% chance in 15 trials, and
+    # two have about 0.1% (bench/noise.py measures the rate)
+    assert [r["decision"] for r in rows].count("keep") <= 1
+    assert all(" sd" in r["why"] for r in rows)
+    assert sum(r["why"].startswith("discarded: ") for r in rows) >= 14
     assert sum(len(measurements(project, r["id"])) for r in rows) < 2 * 15
 
 
@@ -114,6 +117,9 @@ def test_unpaired_and_paired_seeds(tmp_path: Path) -> None:
     baseline = [m["seed"] for m in measurements(project, 1)]
     candidate = [m["seed"] for m in measurements(project, 2)]
     assert len(set(baseline + candidate)) == 5  # all different
+    other = noisy_project(tmp_path / "other", "echo 'X = 2' > value.py")
+    ratchet(other, "run")
+    assert [m["seed"] for m in measurements(other, 1)] != baseline  # and different per run
     paired = noisy_project(tmp_path / "paired", "echo 'X = 2' > value.py",
                            extra="[policy]\npaired_seeds = true")  # fmt: skip
     ratchet(paired, "run")

@@ -8,6 +8,7 @@ a keep. The incumbent is re-measured in the same slot when the policy needs it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 import time
@@ -23,8 +24,6 @@ from ratchet.policy import NoiseAware, NoiseModel, Policy, compare, improvement
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import Spec
 from ratchet.workspace import Slot
-
-SEED_STRIDE = 7919  # unpaired seeds differ between experiments; paired ones are 0, 1, 2, ...
 
 
 @dataclass(frozen=True)
@@ -65,13 +64,21 @@ class Judge:
         self.spec, self.journal, self.run, self.policy = spec, journal, run, policy
         self.sandbox, self.env, self.redact, self.on_measure = sandbox, env, redact, on_measure
         self.gates = parse_gates(spec.metric.gates)
+        record = journal.run(run)
+        self.salt = f"{run}:{record.base_commit}:{record.created_at}" if record else run
         self.noise = NoiseModel()
         for experiment, value in journal.measured_values(run):
             self.noise.add(str(experiment), value)
 
     def seed(self, experiment: int) -> int:
+        """Paired: the k-th measurement of every commit gets seed k. Otherwise a hash of
+        the run, the experiment and k: unrelated across measurements, experiments and
+        runs, so that no generator seeded with it draws correlated values."""
         k = self.noise.samples(str(experiment)).n
-        return k if self.spec.policy.paired_seeds else (experiment * SEED_STRIDE + k) % 2**31
+        if self.spec.policy.paired_seeds:
+            return k
+        key = f"{self.salt}:{experiment}:{k}".encode()
+        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % 2**31
 
     def measure(self, experiment: int, slot: Slot) -> Measurement:
         """One measurement, recorded in the journal and, when it succeeded, in the noise."""
