@@ -141,3 +141,55 @@ def test_knobs_tune_the_annotated_constants(tmp_path: Path) -> None:
     assert len(experiments(project)) == 21
     db = sqlite3.connect(project / ".ratchet" / "journal.db")
     assert db.execute("SELECT COUNT(*) FROM experiments WHERE decision IS NULL").fetchone() == (0,)
+
+
+def _with_run_keys(project: Path, keys: str) -> None:
+    spec = (project / "ratchet.toml").read_text().replace("[run]", f"[run]\n{keys}")
+    (project / "ratchet.toml").write_text(spec)
+    git(project, "commit", "-qam", "stop conditions")
+
+
+def test_max_cost_usd_stops_the_run(score_project: Callable[..., Path]) -> None:
+    pay = (
+        'echo \'{"rationale": "paid", "cost_usd": 0.4, "tokens": 1000}\' > '
+        "$RATCHET_PROPOSAL && echo 'X = 9' > value.py"
+    )
+    project = score_project(pay, max_experiments=50)
+    _with_run_keys(project, "max_cost_usd = 1.0")
+    result = ratchet(project, "run")
+    assert "stopped: reached max_cost_usd ($1.20 of $1)" in result.stdout
+    rows = experiments(project)
+    assert len(rows) == 4 and rows[1]["cost_usd"] == 0.4 and rows[1]["cost_tokens"] == 1000
+    assert json.loads(ratchet(project, "status", "--json").stdout)["cost_usd"] == pytest.approx(1.2)
+
+
+def test_give_up_after_consecutive_failures(score_project: Callable[..., Path]) -> None:
+    project = score_project("echo 'X = 1 / 0' > value.py", max_experiments=50)
+    _with_run_keys(project, "give_up_after = 3")
+    result = ratchet(project, "run")
+    assert result.returncode == 0
+    assert "stopped: gave up: 3 experiments in a row produced no measurement" in result.stdout
+    assert [r["decision"] for r in experiments(project)] == ["keep", "crash", "crash", "crash"]
+    # and it stays stopped: the streak is read back from the journal
+    again = ratchet(project, "run")
+    assert "gave up: 3 experiments in a row" in again.stdout
+    assert len(experiments(project)) == 4
+
+
+def test_every_state_change_is_in_the_audit_table(score_project: Callable[..., Path]) -> None:
+    project = score_project(STEP, max_experiments=2)
+    ratchet(project, "run")
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    events = [
+        (e, json.loads(d)) for e, d in db.execute("SELECT event, detail FROM audit ORDER BY id")
+    ]
+    names = [e for e, _ in events]
+    assert names[:2] == ["run-created", "run-started"]
+    assert names[-1] == "run-stopped"
+    assert names.count("decided") == 3  # the baseline and two experiments
+    started = dict(events)["run-started"]
+    assert len(started["spec_digest"]) == 16
+    decided = [d for e, d in events if e == "decided"]
+    assert [d["decision"] for d in decided] == ["keep", "keep", "keep"]
+    assert decided[1]["commit"] == experiments(project)[1]["commit_sha"]
+    assert dict(events)["run-stopped"]["reason"] == "reached max_experiments (2)"

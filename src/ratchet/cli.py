@@ -150,12 +150,7 @@ def _start(
 
     files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
     spec = load_spec(project, files)
-    limits = Limits(
-        max_experiments or spec.run.max_experiments,
-        max_time or spec.run.max_time,
-        spec.run.patience,
-        spec.run.target,
-    )
+    limits = Limits.of(spec, max_experiments, max_time)
     journal = open_journal(project)
     view: LiveView | PlainView = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
     try:

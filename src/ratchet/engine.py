@@ -20,7 +20,14 @@ from ratchet.brief import History, render_brief, write_brief
 from ratchet.environment import Redactor, child_environment
 from ratchet.errors import RunError
 from ratchet.integrity import shadowing_paths
-from ratchet.journal import ExperimentRecord, Journal, RunRecord, append_tsv, export_tsv
+from ratchet.journal import (
+    NO_MEASUREMENT,
+    ExperimentRecord,
+    Journal,
+    RunRecord,
+    append_tsv,
+    export_tsv,
+)
 from ratchet.judging import Judge, NoiseReport
 from ratchet.measure import Measurement, format_seconds
 from ratchet.policy import improvement, policy_for
@@ -130,6 +137,17 @@ class Limits:
     max_time: float | None
     patience: int | None
     target: float | None
+    max_cost_usd: float | None = None
+    give_up_after: int | None = None
+
+    @classmethod
+    def of(
+        cls, spec: Spec, max_experiments: int | None = None, max_time: float | None = None
+    ) -> Limits:
+        """The spec's stop conditions, with the command line's overrides."""
+        run = spec.run
+        return cls(max_experiments or run.max_experiments, max_time or run.max_time,
+                   run.patience, run.target, run.max_cost_usd, run.give_up_after)  # fmt: skip
 
 
 class Engine:
@@ -147,12 +165,10 @@ class Engine:
         self.journal = journal
         self.observe = observer
         self.name = run_name or spec.run.name
-        self.limits = limits or Limits(
-            spec.run.max_experiments, spec.run.max_time, spec.run.patience, spec.run.target
-        )
+        self.limits = limits or Limits.of(spec)
         self.state = state_dir(project)
         self.redact = Redactor()
-        self.sandbox = sandbox_for(spec.sandbox.kind)
+        self.sandbox = sandbox_for(spec.sandbox.kind, spec.sandbox.memory)
         self.policy = policy_for(
             spec.policy.kind,
             spec.policy.confidence,
@@ -271,6 +287,11 @@ class Engine:
             return f"reached max_time ({format_seconds(limits.max_time)})"
         if limits.patience is not None and counts.since_keep >= limits.patience:
             return f"patience ran out: {counts.since_keep} experiments without a keep"
+        if limits.max_cost_usd is not None and counts.cost_usd >= limits.max_cost_usd:
+            return f"reached max_cost_usd (${counts.cost_usd:.2f} of ${limits.max_cost_usd:g})"
+        if limits.give_up_after is not None and counts.failing >= limits.give_up_after:
+            return (f"gave up: {counts.failing} experiments in a row produced no measurement; "
+                    "see 'ratchet log' for their whys")  # fmt: skip
         if limits.target is not None and incumbent.value is not None:
             reached = improvement(incumbent.value, limits.target, self.spec.metric.goal) >= 0
             if reached:
@@ -415,6 +436,8 @@ class Engine:
         metrics = measurement.metrics if measurement is not None else {}
         duration = measurement.duration if measurement is not None else None
         self.journal.decide(experiment, decision, why, value, metrics, commit, duration)
+        self.journal.audit(self.name, "decided", experiment=experiment, decision=decision,
+                           why=why, commit=commit)  # fmt: skip
         record = self.journal.experiment(experiment)
         assert record is not None
         self._count(record)
@@ -433,6 +456,9 @@ class Engine:
             experiments=self.counts.experiments + counted,
             keeps=self.counts.keeps + keep,
             since_keep=0 if record.decision == "keep" else self.counts.since_keep + counted,
+            failing=self.counts.failing + 1
+            if record.decision in NO_MEASUREMENT
+            else self.counts.failing * (record.decision == "interrupted"),
             elapsed=self.counts.elapsed + ((record.ended_at or 0) - record.started_at),
             cost_usd=self.counts.cost_usd + record.cost_usd,
         )

@@ -86,6 +86,10 @@ TSV_OWN_COLUMNS = [
     "started_at",
 ]
 # autoresearch's status column knows only these three words
+# the decisions of experiments that produced no usable measurement
+NO_MEASUREMENT = frozenset(
+    {"crash", "timeout", "no-metric", "not-finite", "invalid-proposal", "out-of-scope", "tampered"}
+)
 _AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "no-change": "discard"}
 
 
@@ -158,6 +162,7 @@ class RunCounts:
     since_keep: int  # decided experiments after the last keep
     elapsed: float  # seconds spent in experiments, all sessions together
     cost_usd: float
+    failing: int = 0  # experiments in a row, up to now, that produced no measurement
 
 
 class Journal:
@@ -391,7 +396,16 @@ class Journal:
             " AND decision != 'interrupted'",
             (run, last_keep),
         ).fetchone()[0]
-        return RunCounts(row[0], row[1], since, row[2], row[3])
+        failing = 0
+        for (decision,) in self.db.execute(
+            "SELECT decision FROM experiments WHERE run = ? AND decision IS NOT NULL"
+            " AND decision != 'interrupted' ORDER BY id DESC LIMIT 1000",
+            (run,),
+        ):
+            if decision not in NO_MEASUREMENT:
+                break
+            failing += 1
+        return RunCounts(row[0], row[1], since, row[2], row[3], failing)
 
     def decision_counts(self, run: str) -> dict[str, int]:
         rows = self.db.execute(

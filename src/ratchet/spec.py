@@ -123,6 +123,8 @@ class RunSpec(_Section):
     max_time: Duration | None = None
     patience: int | None = Field(default=None, ge=1)
     target: float | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    give_up_after: int | None = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _check_name(self) -> RunSpec:
@@ -156,9 +158,32 @@ class ProposerSpec(_Section):
         return self
 
 
+def parse_size(value: object) -> int:
+    """`"4g"`, `"512m"`, `"1.5G"` or a number of bytes -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", value.lower())
+        if match:
+            scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[match.group(2)]
+            size = int(float(match.group(1)) * scale)
+            if size > 0:
+                return size
+    raise ValueError(f"expected a size such as '4g' or '512m', got {value!r}")
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
 class SandboxSpec(_Section):
-    kind: Literal["process"] = "process"
+    kind: Literal["auto", "process", "bwrap", "docker"] = "auto"
     allow_env: list[str] = []
+    network: bool = False
+    memory: Size | None = None  # an address-space limit per command (none when GPUs are used)
+    cpus: float | None = Field(default=None, gt=0)
+    pids: int = Field(default=4096, ge=16)
+    image: str | None = None  # for docker
+    gpus: list[int] = []
 
 
 class Spec(_Section):

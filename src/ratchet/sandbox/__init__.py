@@ -43,7 +43,7 @@ class Sandbox(Protocol):
     ) -> ProcessResult: ...
 
 
-def sandbox_for(kind: str) -> Sandbox:
-    if kind == "process":
-        return ProcessSandbox()
+def sandbox_for(kind: str, memory: int | None = None) -> Sandbox:
+    if kind in {"auto", "process"}:
+        return ProcessSandbox(memory)
     raise ValueError(f"unknown sandbox kind {kind!r}")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import selectors
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,7 @@ def run_process(
     budget: float,
     grace: float = 5.0,
     pidfile: Path | None = None,
+    preexec: Callable[[], None] | None = None,
 ) -> ProcessResult:
     """Run `command` with /bin/sh in `cwd`; kill its whole group at `budget` seconds.
 
@@ -107,6 +110,7 @@ def run_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=preexec,  # None keeps the fast vfork path
     )
     assert proc.stdout is not None
     pgid = proc.pid  # a new session's leader: its pid is the group id
@@ -161,8 +165,27 @@ def run_process(
     )
 
 
+def _limit(memory: int | None) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child, between fork and exec
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return apply
+
+
 class ProcessSandbox:
+    """Own session and process group, the budget, capped output, a private temp folder.
+
+    With `memory`, the address space is limited (a huge allocation fails instead of
+    swapping the machine to death); leave it unset when GPUs are used, since CUDA maps
+    far more address space than it uses.
+    """
+
     name = "process"
+
+    def __init__(self, memory: int | None = None) -> None:
+        self.memory = memory
 
     def run(
         self,
@@ -173,4 +196,7 @@ class ProcessSandbox:
         grace: float,
         pidfile: Path | None = None,
     ) -> ProcessResult:
-        return run_process(command, cwd, env, budget, grace, pidfile)
+        with tempfile.TemporaryDirectory(prefix="ratchet-tmp-") as tmp:
+            private = {**env, "TMPDIR": tmp, "TMP": tmp, "TEMP": tmp}
+            preexec = _limit(self.memory) if self.memory is not None else None
+            return run_process(command, cwd, private, budget, grace, pidfile, preexec)
