@@ -150,6 +150,7 @@ class ProposerSpec(_Section):
     budget: Duration = 600.0
     seed: int = 0
     env: list[str] = []
+    network: bool = False  # whether the proposer's sandbox may reach the network
 
     @model_validator(mode="after")
     def _check_command(self) -> ProposerSpec:
