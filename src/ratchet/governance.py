@@ -308,7 +308,7 @@ class Finalized:
     previous: str | None  # the -final branch's commit before this finalize replaced it
     replayed: list[int]
     skipped: list[Skipped]
-    left_out: list[int]  # rejected keeps, and with --approved-only the pending ones
+    left_out: list[Skipped]  # rejected keeps, and with --approved-only the pending ones
     metric: str
     goal: str
     measurement: Measurement
@@ -338,7 +338,7 @@ class Finalized:
             "replayed": self.replayed,
             "commits": {str(k): v for k, v in self.commits.items()},
             "skipped": [s.__dict__ for s in self.skipped],
-            "left_out": self.left_out,
+            "left_out": [s.__dict__ for s in self.left_out],
             "metric": self.metric,
             "goal": self.goal,
             "value": self.value,
@@ -373,20 +373,21 @@ def _checked_out(project: Path, branch: str) -> bool:
 
 def _choose(
     journal: Journal, run: str, approved_only: bool
-) -> tuple[list[ExperimentRecord], list[int]]:
+) -> tuple[list[ExperimentRecord], list[Skipped]]:
     history = _approvals(journal, run)
     all_keeps = keeps(journal, run)
     if not all_keeps:
         raise UsageError(f"run '{run}' has no keep after its baseline; nothing to finalize")
     chosen: list[ExperimentRecord] = []
-    left_out: list[int] = []
+    left_out: list[Skipped] = []
     for keep in all_keeps:
         state = history[keep.id][-1].verdict if keep.id in history else "pending"
-        wanted = state == "approved" if approved_only else state != "rejected"
-        if wanted:
-            chosen.append(keep)
+        if state == "rejected":
+            left_out.append(Skipped(keep.id, "rejected"))
+        elif approved_only and state != "approved":
+            left_out.append(Skipped(keep.id, "not approved"))
         else:
-            left_out.append(keep.id)
+            chosen.append(keep)
     if not chosen:
         if approved_only:
             raise UsageError(
@@ -511,7 +512,7 @@ def finalize(
         replaced=previous,
         replayed=result.replayed,
         skipped=[s.experiment for s in skipped],
-        left_out=left_out,
+        left_out=[s.experiment for s in left_out],
         metric=spec.metric.name,
         value=result.value,
         status=measurement.status,
