@@ -82,6 +82,9 @@ def decisions(project: Path) -> list[str | None]:
 
 
 SCORE_SPEC = """
+[sandbox]
+kind = "{sandbox}"
+{sandbox_extra}
 [scope]
 editable = ["value.py"]
 [metric]
@@ -117,9 +120,17 @@ def score_project(tmp_path: Path) -> Callable[..., Path]:
         budget: str = "20s",
         files: dict[str, str] | None = None,
         extra: str = "",
+        sandbox: str = "process",
+        sandbox_extra: str = "",
     ) -> Path:
+        """The process layer by default: these tests watch files outside the worktree."""
         spec = SCORE_SPEC.format(
-            python=sys.executable, propose=propose, budget=budget, max_experiments=max_experiments
+            python=sys.executable,
+            propose=propose,
+            budget=budget,
+            max_experiments=max_experiments,
+            sandbox=sandbox,
+            sandbox_extra=sandbox_extra,
         )
         return make_project(tmp_path / "project", {**SCORE_FILES, **(files or {})}, spec + extra)
 

@@ -141,3 +141,33 @@ def test_a_terminal_gets_the_live_view(score_project: Callable[..., Path]) -> No
     assert "incumbent 0 (#2" in screen
     assert "stopped: reached max_experiments (2)" in screen
     assert "#2 keep" not in screen  # no plain lines on a terminal
+
+
+def test_doctor_reports_every_layer(tmp_path: Path) -> None:
+    import shutil
+
+    result = ratchet(tmp_path, "doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    layers = {row["layer"]: row for row in json.loads(result.stdout)}
+    assert set(layers) == {"process", "bwrap", "docker"}
+    assert layers["process"]["works"] is True
+    assert (
+        layers["bwrap"]["works"] is (shutil.which("bwrap") is not None)
+        or not layers["bwrap"]["works"]
+    )
+    assert all(row["why"] for row in layers.values())
+    assert "process" in ratchet(tmp_path, "doctor").stdout
+
+
+def test_auto_names_the_layer_it_took(score_project: Callable[..., Path]) -> None:
+    import sqlite3
+
+    project = score_project(TO_TWO, sandbox="auto")
+    result = ratchet(project, "run")
+    header = result.stdout.splitlines()[0]
+    layers = json.loads(ratchet(project, "doctor", "--json").stdout)
+    expected = "bwrap" if any(r["layer"] == "bwrap" and r["works"] for r in layers) else "process"
+    assert f"sandbox {expected}" in header
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    started = db.execute("SELECT detail FROM audit WHERE event = 'run-started'").fetchone()[0]
+    assert json.loads(started)["sandbox"].startswith(expected)

@@ -30,6 +30,8 @@ print(f"loss: {5 * (X - 2) ** 2 + r.gauss(0, 1):.6f}")
 def noisy_project(tmp_path: Path, propose: str, extra: str = "", experiments_: int = 1,
                   files: dict[str, str] | None = None) -> Path:  # fmt: skip
     spec = f"""
+[sandbox]
+kind = "process"
 [scope]
 editable = ["value.py"]
 protected = ["score.py"]

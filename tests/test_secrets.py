@@ -34,7 +34,7 @@ def test_a_candidate_that_prints_its_environment_leaks_nothing(
     # the proposer also prints its environment: what it sees ends up in the rationale
     project = score_project(
         f"cp {candidate} value.py && env | sort",
-        extra='[sandbox]\nallow_env = ["HF_TOKEN"]\n',
+        sandbox_extra='allow_env = ["HF_TOKEN"]',
     )
     result = ratchet(project, "run", env={**SECRETS, "HARMLESS_SETTING": "visible-value"})
     assert result.returncode == 0, result.stderr

@@ -185,6 +185,31 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
     console.print(f"branch {run.branch}; results in .ratchet/results.tsv", highlight=False)
 
 
+# doctor -------------------------------------------------------------------------------
+@app.command()
+@guarded
+def doctor(as_json: JsonFlag = False) -> None:
+    """Which sandbox layers work on this machine, and why not."""
+    from ratchet.sandbox.select import doctor_report
+
+    image = network = None
+    try:
+        from ratchet.spec import load_spec
+
+        spec = load_spec(_project())
+        image, network = spec.sandbox.image, spec.sandbox.network
+    except UsageError:
+        pass  # no project or no spec here: check the layers as they come
+    report = doctor_report(image, bool(network))
+    if as_json:
+        _print_json([{"layer": n, "works": ok, "why": why} for n, ok, why in report])
+        return
+    table = Table.grid(padding=(0, 2))
+    for layer, ok, why in report:
+        table.add_row(layer, Text("yes", style="green") if ok else Text("no", style="red"), why)
+    console.print(table, highlight=False)
+
+
 # noise --------------------------------------------------------------------------------
 @app.command()
 @guarded

@@ -33,7 +33,8 @@ from ratchet.measure import Measurement, format_seconds
 from ratchet.policy import improvement, policy_for
 from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext, make_proposer
 from ratchet.runs import open_run, reconcile_branch
-from ratchet.sandbox import kill_leftover, pidfile_for, sandbox_for
+from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
+from ratchet.sandbox.select import choose_sandbox
 from ratchet.spec import Spec
 from ratchet.workspace import GitError, Slot
 
@@ -168,7 +169,10 @@ class Engine:
         self.limits = limits or Limits.of(spec)
         self.state = state_dir(project)
         self.redact = Redactor()
-        self.sandbox = sandbox_for(spec.sandbox.kind, spec.sandbox.memory)
+        self.sandbox, self.sandbox_note = self._choose_sandbox(spec.sandbox.network, [])
+        # the proposer reads its brief, which lives outside the worktree
+        brief = [self.state / "brief-0.json"]
+        self.proposer_sandbox, _ = self._choose_sandbox(spec.proposer.network, brief)
         self.policy = policy_for(
             spec.policy.kind,
             spec.policy.confidence,
@@ -179,6 +183,13 @@ class Engine:
         self.results = self.state / RESULTS_FILE
 
     # the loop -----------------------------------------------------------------------
+    def _choose_sandbox(self, network: bool, extra: list[Path]) -> tuple[Sandbox, str]:
+        box = self.spec.sandbox
+        expose = [Path(p).expanduser() for p in box.expose] + extra
+        return choose_sandbox(box.kind, self.spec.scope.protected, network, box.image,
+                              cpus=box.cpus, memory=box.memory, pids=box.pids, gpus=box.gpus,
+                              expose=expose)  # fmt: skip
+
     def _prepare(self) -> tuple[RunRecord, ExperimentRecord | None]:
         """Open the run, repair what a crash left, and ready the slot and the judge."""
         run, resumed = open_run(self.project, self.spec, self.journal, self.name)
@@ -196,6 +207,7 @@ class Engine:
             spec_digest=self.spec.digest(),
             resumed=resumed,
             limits=self.limits.__dict__,
+            sandbox=self.sandbox_note,
         )
         export_tsv(self.journal, self.name, self.spec.metric.name, self.results)
         incumbent = self.journal.incumbent(self.name)
@@ -203,7 +215,7 @@ class Engine:
             self.project, 0, incumbent.commit if incumbent and incumbent.commit else run.base_commit
         )
         self.started = RunStarted(
-            run, self.spec.proposer.kind, self.sandbox.name, resumed, interrupted, incumbent
+            run, self.spec.proposer.kind, self.sandbox_note, resumed, interrupted, incumbent
         )
         self.session_start = time.monotonic()
         self.counts = self.journal.counts(self.name)
@@ -274,7 +286,7 @@ class Engine:
         history = self.journal.experiments(self.name)
         files = workspace.tracked_files(slot.path)
         context = ProposerContext(
-            self.spec, self.project, slot.path, files, history, self.sandbox, self.state
+            self.spec, self.project, slot.path, files, history, self.proposer_sandbox, self.state
         )
         return make_proposer(context)
 

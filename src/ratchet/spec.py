@@ -185,6 +185,7 @@ class SandboxSpec(_Section):
     pids: int = Field(default=4096, ge=16)
     image: str | None = None  # for docker
     gpus: list[int] = []
+    expose: list[str] = []  # paths hidden by bwrap (under $HOME, /tmp) to show read-only
 
 
 class Spec(_Section):

@@ -18,6 +18,7 @@ from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, Propo
 from ratchet.sandbox import pidfile_for
 
 MAX_RATIONALE = 2000
+NOTE_FILE = ".ratchet-proposal"
 
 
 class CommandProposer:
@@ -31,7 +32,9 @@ class CommandProposer:
 
     def propose(self, worktree: Path, brief_path: Path) -> Proposal:
         assert self.spec.command is not None
-        note = self.state_dir / f"{worktree.name}.proposal"
+        # inside the worktree, so that a sandboxed proposer can write it; read and removed
+        # before the change is collected, so it is never part of the proposal
+        note = worktree / NOTE_FILE
         note.unlink(missing_ok=True)
         env = child_environment(
             allow=self.spec.env,
@@ -51,6 +54,7 @@ class CommandProposer:
             last = lines[-1][:200] if lines else "no output"
             raise ProposalError(f"the proposer exited with code {result.returncode}: {last}")
         fields = _read_note(note)
+        note.unlink(missing_ok=True)
         rationale = str(fields.get("rationale") or (lines[-1] if lines else ""))
         cost = Cost(
             seconds=seconds,

@@ -25,7 +25,6 @@ __all__ = [
     "kill_leftover",
     "pidfile_for",
     "run_process",
-    "sandbox_for",
 ]
 
 
@@ -41,9 +40,3 @@ class Sandbox(Protocol):
         grace: float,
         pidfile: Path | None = None,
     ) -> ProcessResult: ...
-
-
-def sandbox_for(kind: str, memory: int | None = None) -> Sandbox:
-    if kind in {"auto", "process"}:
-        return ProcessSandbox(memory)
-    raise ValueError(f"unknown sandbox kind {kind!r}")

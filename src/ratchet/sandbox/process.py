@@ -165,7 +165,7 @@ def run_process(
     )
 
 
-def _limit(memory: int | None) -> Callable[[], None]:
+def limit_resources(memory: int | None) -> Callable[[], None]:
     def apply() -> None:  # runs in the child, between fork and exec
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if memory is not None:
@@ -198,5 +198,5 @@ class ProcessSandbox:
     ) -> ProcessResult:
         with tempfile.TemporaryDirectory(prefix="ratchet-tmp-") as tmp:
             private = {**env, "TMPDIR": tmp, "TMP": tmp, "TEMP": tmp}
-            preexec = _limit(self.memory) if self.memory is not None else None
+            preexec = limit_resources(self.memory) if self.memory is not None else None
             return run_process(command, cwd, private, budget, grace, pidfile, preexec)

@@ -1,0 +1,342 @@
+"""Candidates that misbehave, each a real program in a real repository, under each layer.
+
+For every case: the decision and its why, the loop goes on (a second, honest experiment
+follows), the host's files and the journal are intact. Under `bwrap` the writes outside
+the worktree and the network connection fail; under `process` they succeed, as
+docs/sandboxing.md says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import experiments, git, make_project, ratchet
+
+PY = sys.executable
+LAYERS = ["process", "bwrap"]
+
+
+def bwrap_works() -> bool:
+    if shutil.which("bwrap") is None:
+        return False
+    probe = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-all", "true"],
+                           capture_output=True)  # fmt: skip
+    return probe.returncode == 0
+
+
+def layer_or_skip(layer: str) -> None:
+    if layer == "bwrap" and not bwrap_works():
+        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+
+
+PICK = "import json, os\nprint(json.load(open(os.environ['RATCHET_BRIEF']))['experiment'])\n"
+SCORE = "from value import X\nprint(f'score: {(X - 2) ** 2}')\n"
+
+
+def project_with(tmp_path: Path, layer: str, candidate: str, extra: str = "",
+                 budget: str = "20s", files: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """A run of two experiments: the misbehaving candidate, then an honest X = 3.
+
+    The proposer reads its experiment number from the brief and copies the candidate
+    from a tracked file, so that it works inside a sandbox too.
+    """
+    propose = (
+        f'if [ "$({PY} pick.py)" = 2 ]; then cp bad.txt value.py; '
+        "else echo 'X = 3' > value.py; fi"
+    )
+    spec = f"""
+[scope]
+editable = ["value.py"]
+protected = ["score.py"]
+[metric]
+command = "{PY} score.py"
+name = "score"
+budget = "{budget}"
+grace = "0.5s"
+[run]
+max_experiments = 2
+[proposer]
+kind = "command"
+command = '''{propose}'''
+[sandbox]
+kind = "{layer}"
+{extra}
+"""
+    files = {"value.py": "X = 5\n", "score.py": SCORE, "bad.txt": candidate, "pick.py": PICK,
+             **(files or {})}  # fmt: skip
+    return make_project(tmp_path / "p", files, spec)  # fmt: skip
+
+
+def run_case(project: Path) -> tuple[dict[str, object], dict[str, object]]:
+    result = ratchet(project, "run", timeout=180)
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)
+    assert len(rows) == 3, [r["decision"] for r in rows]
+    bad, honest = rows[1], rows[2]
+    assert honest["decision"] == "keep"  # the loop went on, and works
+    assert git(project, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert git(project, "status", "--porcelain") == ""
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    return bad, honest
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP listener on the host's loopback; what it received."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            received.append(conn.recv(100))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], received
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_an_infinite_loop_times_out(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    project = project_with(tmp_path, layer, "while True:\n    pass\n", budget="1s")
+    bad, _ = run_case(project)
+    assert bad["decision"] == "timeout"
+    assert bad["why"] == "the command ran past its 1s budget and was killed"
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_bounded_fork_bomb_is_killed_whole(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    bomb = "import os, time\nfor _ in range(200):\n    if os.fork() == 0:\n        time.sleep(300)\n        os._exit(0)\ntime.sleep(300)\n"
+    project = project_with(tmp_path, layer, bomb, budget="2s")
+    bad, _ = run_case(project)
+    assert bad["decision"] == "timeout"
+    alive = subprocess.run(["pgrep", "-f", str(project / ".ratchet")], capture_output=True)
+    assert alive.returncode != 0  # nothing of it is left
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_an_8_gb_allocation_fails_under_a_memory_limit(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    hog = "block = bytearray(8 * 2**30)\nX = 2\n"
+    project = project_with(tmp_path, layer, hog, extra='memory = "1g"')
+    bad, _ = run_case(project)
+    assert bad["decision"] == "crash"
+    assert "MemoryError" in str(bad["why"])
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_200_mb_of_output_is_capped(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    flood = "import sys\nfor _ in range(200):\n    sys.stdout.write('y' * 2**20)\nprint()\nX = 9\n"
+    project = project_with(tmp_path, layer, flood)
+    bad, _ = run_case(project)
+    assert bad["decision"] == "discard"  # it printed its score after the flood
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    output = db.execute("SELECT output FROM measurements WHERE experiment = ?",
+                        (bad["id"],)).fetchone()[0]  # fmt: skip
+    assert len(output) < 30_000
+    assert "bytes of output dropped" in output
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_daemon_that_ignores_sigterm(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    pidfile = tmp_path / "daemon.pid"
+    daemon = (
+        "import os, signal, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "    if os.fork() == 0:\n"
+        f"        open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "        time.sleep(120)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.5)\n"
+        "X = 9\n"
+    )
+    project = project_with(tmp_path, layer, daemon)
+    try:
+        bad, _ = run_case(project)
+        assert bad["decision"] == "discard"
+        if layer == "bwrap":  # its own PID namespace dies with the command
+            pid = int(pidfile.read_text()) if pidfile.exists() else None
+            assert pid is None or not Path(f"/proc/{pid}").exists() or "Z" in Path(
+                f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]  # fmt: skip
+    finally:
+        if pidfile.exists():  # under `process` a setsid daemon escapes: documented
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), 9)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_writes_outside_the_worktree(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    outside = tmp_path / "outside.txt"
+    home = Path.home() / f"ratchet-test-{os.getpid()}-{layer}.txt"
+    writer = (
+        f"for path in [{str(outside)!r}, {str(home)!r}, '/tmp/ratchet-adversarial-{layer}']:\n"
+        "    try:\n        open(path, 'w').write('pwned')\n"
+        "    except OSError as e:\n        print('denied', path, e)\n"
+        "X = 9\n"
+    )
+    project = project_with(tmp_path, layer, writer)
+    try:
+        bad, _ = run_case(project)
+        assert bad["decision"] == "discard"
+        if layer == "bwrap":
+            assert not outside.exists()
+            assert not home.exists()
+            assert not Path(f"/tmp/ratchet-adversarial-{layer}").exists()
+        else:
+            assert outside.read_text() == "pwned"  # the process layer does not isolate files
+    finally:
+        home.unlink(missing_ok=True)
+        Path(f"/tmp/ratchet-adversarial-{layer}").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_deleting_git_and_ratchet(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    wrecker = (
+        "import shutil, os\n"
+        "shutil.rmtree('.ratchet', ignore_errors=True)\n"
+        "for path in ['.git', '../../.ratchet/journal.db']:\n"
+        "    try:\n        os.remove(path)\n"
+        "    except OSError as e:\n        print('denied', path, e)\n"
+        "X = 9\n"
+    )
+    project = project_with(tmp_path, layer, wrecker)
+    journal = project / ".ratchet" / "journal.db"
+    if layer == "process":
+        # the process layer cannot stop a relative path to the journal: only bwrap can
+        wrecker = wrecker.replace("'../../.ratchet/journal.db'", "'nothing-here'")
+        (project / "bad.txt").write_text(wrecker)
+        git(project, "commit", "-qam", "the process layer's variant")
+    bad, _ = run_case(project)
+    assert journal.exists()
+    assert bad["decision"] in {"discard", "crash"}
+    assert (project / ".ratchet" / "slots" / "0" / ".git").is_file()  # rebuilt if removed
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_modifying_a_protected_file(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    cheat = "open('score.py', 'w').write(\"print('score: -100')\")\nX = 9\n"
+    project = project_with(tmp_path, layer, cheat)
+    bad, _ = run_case(project)
+    if layer == "bwrap":  # read-only inside the sandbox: the write itself fails
+        assert bad["decision"] == "crash"
+        assert "Read-only file system" in str(bad["why"]) or "Permission" in str(bad["why"])
+    else:
+        assert bad["decision"] == "tampered"
+        assert bad["why"] == "protected files changed during the measurement: score.py changed"
+    assert git(project, "show", "ratchet/default:score.py") == SCORE.strip()
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_network_connection_to_a_local_listener(
+    tmp_path: Path, layer: str, listener: tuple[int, list[bytes]]
+) -> None:
+    layer_or_skip(layer)
+    port, received = listener
+    caller = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'leak')\n"
+        "except OSError as e:\n    print('no network:', e)\n"
+        "X = 9\n"
+    )
+    project = project_with(tmp_path, layer, caller)
+    bad, _ = run_case(project)
+    assert bad["decision"] == "discard"
+    if layer == "bwrap":
+        assert received == []
+    else:
+        assert received == [b"leak"]  # the process layer shares the host's network
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_reading_an_environment_secret(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    reader = "import os\nprint('key:', os.environ.get('OPENAI_API_KEY', 'absent'))\nX = 9\n"
+    project = project_with(tmp_path, layer, reader)
+    result = ratchet(project, "run", env={"OPENAI_API_KEY": "sk-adversarial-0123456789"})
+    assert result.returncode == 0
+    db = (project / ".ratchet" / "journal.db").read_bytes()
+    assert b"sk-adversarial-0123456789" not in db
+    output = sqlite3.connect(project / ".ratchet" / "journal.db").execute(
+        "SELECT output FROM measurements WHERE experiment = 2").fetchone()[0]  # fmt: skip
+    assert "key: absent" in output
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_planting_json_py(tmp_path: Path, layer: str) -> None:
+    layer_or_skip(layer)
+    project = project_with(tmp_path, layer, "X = 9\n")
+    spec = (project / "ratchet.toml").read_text().replace(
+        'editable = ["value.py"]', 'editable = ["*.py"]').replace('protected = ["score.py"]', "")  # fmt: skip
+    spec = spec.replace("cp ", "echo 'loads = 1' > json.py; cp ")
+    (project / "ratchet.toml").write_text(spec)
+    git(project, "commit", "-qam", "wide scope")
+    bad, _ = run_case(project)
+    assert bad["decision"] == "out-of-scope"
+    assert "json.py (shadows the standard library's json)" in str(bad["why"])
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("defence", ["evaluate", "strict"])
+def test_a_forged_metric_after_the_real_one(tmp_path: Path, layer: str, defence: str) -> None:
+    """The candidate prints a better score after the real one, at exit.
+
+    An evaluator that reads the candidate's artifact (here, value.py as text) is never
+    fooled. An evaluator that imports candidate code can be; `strict` then turns the
+    second report into `no-metric`.
+    """
+    layer_or_skip(layer)
+    evaluator = (
+        "import re\n"
+        "X = int(re.search(r'X = (\\d+)', open('value.py').read()).group(1))\n"
+        "print(f'score: {(X - 2) ** 2}')\n"
+    )
+    forger = "import atexit\natexit.register(lambda: print('score: -1000'))\nX = 9\n"
+    project = project_with(tmp_path, layer, forger, files={"evaluate.py": evaluator})
+    spec = (project / "ratchet.toml").read_text()
+    if defence == "evaluate":
+        spec = spec.replace('budget = "20s"', f'budget = "20s"\nevaluate = "{PY} evaluate.py"')
+        spec = spec.replace('protected = ["score.py"]', 'protected = ["score.py", "evaluate.py"]')
+    else:
+        spec = spec.replace('budget = "20s"', 'budget = "20s"\nstrict = true')
+    (project / "ratchet.toml").write_text(spec)
+    git(project, "commit", "-qam", defence)
+    bad, _ = run_case(project)
+    if defence == "evaluate":
+        assert bad["decision"] == "discard"  # measured by the evaluator: 49, not -1000
+        assert bad["value"] == 49
+    else:
+        assert bad["decision"] == "no-metric"
+        assert bad["why"] == "'score' was reported 2 times and the metric is strict"
