@@ -340,3 +340,38 @@ def test_a_forged_metric_after_the_real_one(tmp_path: Path, layer: str, defence:
     else:
         assert bad["decision"] == "no-metric"
         assert bad["why"] == "'score' was reported 2 times and the metric is strict"
+
+
+@pytest.mark.parametrize("network", [False, True])
+def test_a_proposer_reaches_the_network_only_when_allowed(
+    tmp_path: Path, network: bool, listener: tuple[int, list[bytes]]
+) -> None:
+    layer_or_skip("bwrap")
+    port, received = listener
+    caller = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'proposer')\n"
+        "except OSError as e:\n    print('no network:', e)\n"
+        "open('value.py', 'w').write('X = 3\\n')\n"
+    )
+    project = make_project(tmp_path / "p", {"value.py": "X = 5\n", "score.py": SCORE,
+                                            "call.py": caller}, f"""
+[scope]
+editable = ["value.py"]
+[metric]
+command = "{PY} score.py"
+name = "score"
+[run]
+max_experiments = 1
+[proposer]
+kind = "command"
+command = "{PY} call.py"
+network = {str(network).lower()}
+[sandbox]
+kind = "bwrap"
+""")  # fmt: skip
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    assert experiments(project)[1]["decision"] == "keep"  # the proposal itself went through
+    assert received == ([b"proposer"] if network else [])
