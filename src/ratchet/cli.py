@@ -20,7 +20,7 @@ from rich.text import Text
 from ratchet import workspace
 from ratchet.errors import RunError, UsageError
 from ratchet.journal import ExperimentRecord, Journal
-from ratchet.spec import SPEC_FILE, parse_duration
+from ratchet.spec import SPEC_FILE, Spec, parse_duration
 
 app = typer.Typer(
     name="ratchet",
@@ -66,6 +66,14 @@ def _project() -> Path:
         return workspace.project_root(Path.cwd())
     except workspace.GitError as error:
         raise UsageError(str(error)) from None
+
+
+def _spec(project: Path) -> Spec:
+    """The project's spec, checked against the files of its current commit."""
+    from ratchet.spec import load_spec
+
+    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
+    return load_spec(project, files)
 
 
 def _journal(project: Path) -> Journal:
@@ -145,11 +153,9 @@ def _start(
     project: Path, name: str | None, max_experiments: int | None, max_time: float | None
 ) -> Any:
     from ratchet.engine import Engine, Limits, open_journal
-    from ratchet.spec import load_spec
     from ratchet.view import LiveView, PlainView
 
-    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
-    spec = load_spec(project, files)
+    spec = _spec(project)
     limits = Limits.of(spec, max_experiments, max_time)
     journal = open_journal(project)
     view: LiveView | PlainView = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
@@ -222,11 +228,9 @@ def noise(
 ) -> None:
     """Measure the incumbent again and again: how noisy is the metric?"""
     from ratchet.engine import Engine, open_journal
-    from ratchet.spec import load_spec
 
     project = _project()
-    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
-    spec = load_spec(project, files)
+    spec = _spec(project)
     journal = open_journal(project)
     try:
         report = Engine(project, spec, journal, run_name=name).measure_noise(repeats)
@@ -555,11 +559,9 @@ def finalize(
 ) -> None:
     """Build ratchet/<run>-final from the base with the keeps replayed, and measure it once."""
     from ratchet.governance import finalize as build_final
-    from ratchet.spec import load_spec
 
     project = _project()
-    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
-    spec = load_spec(project, files)
+    spec = _spec(project)
     journal = _journal(project)
     try:
         result = build_final(project, journal, spec, _run_name(journal, name), approved_only)
