@@ -160,3 +160,34 @@ def test_allow_list() -> None:
 
 def test_nested_paths_do_not_count() -> None:
     assert shadowing_paths(["src/json.py", "pkg/numpy/__init__.py", "src/os/__init__.py"], []) == []
+
+
+def test_an_unchanged_file_is_not_read_again_but_a_rewrite_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import os
+    import time
+
+    import ratchet.integrity as integrity
+
+    hashed: list[int] = []
+    original = hashlib.sha256
+
+    def counting_sha256() -> hashlib._Hash:
+        hashed.append(1)
+        return original()
+
+    monkeypatch.setattr(integrity.hashlib, "sha256", counting_sha256)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"a" * 1000)
+    first = digest_protected(tmp_path, ["data.bin"])
+    assert digest_protected(tmp_path, ["data.bin"]) == first
+    assert len(hashed) == 1  # the second digest came from the cache
+    # a same-size rewrite with the old mtime put back still moves ctime: it is hashed again
+    stat = data.stat()
+    time.sleep(0.01)
+    data.write_bytes(b"b" * 1000)
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert digest_protected(tmp_path, ["data.bin"]) != first
+    assert len(hashed) == 2
