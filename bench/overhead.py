@@ -41,7 +41,10 @@ GOAL = "maximize"  # random values: a keep now and then (a new record), mostly d
 GIT_ID = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}  # fmt: skip
 ENV = {**os.environ, **GIT_ID}
-SPEC = f"""[scope]
+# the process layer, like labloop's `--sandbox none`; bwrap adds ~5 ms a command
+SPEC = f"""[sandbox]
+kind = "process"
+[scope]
 editable = ["value.py"]
 [metric]
 command = {json.dumps(METRIC)}
