@@ -1,0 +1,207 @@
+"""Commands for the humans in charge: review (approve, reject) and finalize."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from ratchet.cli.common import (
+    JsonFlag,
+    NameOption,
+    _fmt,
+    _journal,
+    _print_json,
+    _project,
+    _run_name,
+    _spec,
+    app,
+    console,
+    guarded,
+)
+
+# review, finalize -----------------------------------------------------------------------
+review_app = typer.Typer(
+    help="List a run's keeps for a human decision; approve or reject them.",
+    add_completion=False,
+    rich_markup_mode=None,
+)
+app.add_typer(review_app, name="review")
+
+
+@review_app.callback(invoke_without_command=True)
+@guarded
+def review(
+    ctx: typer.Context,
+    name: NameOption = None,
+    patch: Annotated[bool, typer.Option("--patch", help="Print each keep's full diff.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """List a run's keeps (the baseline aside): metric deltas, rationales, approvals, diffs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ratchet.governance import diffstat, format_diffstat
+    from ratchet.governance import review as build_review
+
+    journal = _journal(_project())
+    try:
+        report = build_review(journal, _run_name(journal, name))
+    finally:
+        journal.close()
+    if as_json:
+        _print_json(report.to_json())
+        return
+    run, counts = report.run, report.counts()
+    console.print(
+        f"run {run.name}: {len(report.items)} keeps after the baseline ({run.metric}, {run.goal}"
+        f"); approved {counts['approved']}, rejected {counts['rejected']}, "
+        f"pending {counts['pending']}",
+        highlight=False,
+    )
+    for label, record in (("baseline", report.baseline), ("incumbent", report.incumbent)):
+        if record is not None:
+            console.print(f"{label} {_fmt(record.value)} (#{record.id}, "
+                          f"{(record.commit or '')[:7]})", highlight=False)  # fmt: skip
+    if not report.items:
+        return
+    table = Table(header_style="bold", box=None)
+    for column in ("#", "commit", run.metric, "delta", "approval", "diff", "rationale"):
+        table.add_column(column, overflow="fold")
+    for item in report.items:
+        r, approval = item.record, item.approval
+        state = item.state
+        if approval is not None:
+            state += f" by {approval.who.split(' <')[0]}"
+            state += f": {approval.note}" if approval.note else ""
+        table.add_row(
+            str(r.id),
+            (r.commit or "")[:7],
+            f"{_fmt(item.parent_value)} -> {_fmt(r.value)}",
+            "-" if item.delta is None else f"{item.delta:+.4g}",
+            state,
+            format_diffstat(diffstat(r.patch)),
+            r.rationale,
+        )
+    console.print(table)
+    if not patch:
+        console.print(
+            "full diffs: 'ratchet review --patch'; decide: 'ratchet review approve ID...' or "
+            "'ratchet review reject ID...'; then 'ratchet finalize'",
+            highlight=False,
+        )
+        return
+    for item in report.items:
+        r = item.record
+        console.print(Text(f"keep #{r.id} ({(r.commit or '')[:7]}): {r.rationale}", style="bold"))
+        console.print(Syntax(r.patch, "diff", theme="ansi_dark", background_color="default"))
+
+
+IdsArgument = Annotated[
+    list[int], typer.Argument(help="The keeps' experiment numbers.", metavar="ID")
+]
+NoteOption = Annotated[str, typer.Option("--note", help="Why, in a sentence.")]
+
+
+@review_app.command("approve")
+@guarded
+def review_approve(experiments: IdsArgument, note: NoteOption = "") -> None:
+    """Approve keeps: 'ratchet finalize --approved-only' replays only approved ones."""
+    _verdict(experiments, True, note)
+
+
+@review_app.command("reject")
+@guarded
+def review_reject(experiments: IdsArgument, note: NoteOption = "") -> None:
+    """Reject keeps: 'ratchet finalize' never replays a rejected keep."""
+    _verdict(experiments, False, note)
+
+
+def _verdict(experiments: list[int], approve: bool, note: str) -> None:
+    from ratchet.governance import identity, record_verdict
+
+    project = _project()
+    journal = _journal(project)
+    try:
+        done = record_verdict(
+            journal, experiments, "approved" if approve else "rejected", identity(project), note
+        )
+    finally:
+        journal.close()
+    for record, approval in done:
+        console.print(
+            f"{approval.verdict} keep #{record.id} of run {record.run} ({(record.commit or '')[:7]}: "
+            f"{record.rationale}) as {approval.who}" + (f"; note: {note}" if note else ""),
+            highlight=False,
+        )
+
+
+@app.command()
+@guarded
+def finalize(
+    name: NameOption = None,
+    approved_only: Annotated[
+        bool, typer.Option("--approved-only", help="Replay only approved keeps.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Build ratchet/<run>-final from the base with the keeps replayed, and measure it once."""
+    from ratchet.governance import finalize as build_final
+
+    project = _project()
+    spec = _spec(project)
+    journal = _journal(project)
+    try:
+        result = build_final(project, journal, spec, _run_name(journal, name), approved_only)
+    finally:
+        journal.close()
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        _print_finalized(result)
+    if result.value is None:
+        raise typer.Exit(1)
+
+
+def _print_finalized(result: Any) -> None:
+    which = " (approved keeps only)" if result.approved_only else ""
+    ids = ", ".join(f"#{i}" for i in result.replayed)
+    replayed = f"keep{'s' if len(result.replayed) > 1 else ''} {ids}" if ids else "no keep"
+    console.print(
+        f"finalize run {result.run}: replayed {replayed} onto the base {result.base[:7]}{which}",
+        highlight=False,
+    )
+    for skipped in result.skipped:
+        console.print(f"skipped keep #{skipped.experiment}: {skipped.reason}", highlight=False)
+    if result.left_out:
+        left = ", ".join(f"#{s.experiment} ({s.reason})" for s in result.left_out)
+        console.print(f"left out: {left}", highlight=False)
+    replaced = (
+        f"; replaced the previous {result.branch} ({result.previous[:7]})"
+        if result.previous
+        else ""
+    )
+    console.print(f"branch {result.branch} at {result.commit[:7]}{replaced}", highlight=False)
+    if result.spec_changed:
+        console.print(
+            "note: the spec changed since the run was created; measured with the current one",
+            highlight=False,
+        )
+    m = result.measurement
+    if result.value is None:
+        console.print(f"{result.metric}: the final measurement failed ({m.status}): {m.why}",
+                      highlight=False)  # fmt: skip
+        return
+
+    def versus(label: str, record: Any) -> str:
+        if record is None or record.value is None:
+            return f"{label} -"
+        return f"{label} {_fmt(record.value)} (#{record.id}, {result.against(record):+.4g})"
+
+    console.print(
+        f"{result.metric}: final {_fmt(result.value)} (re-measured once, seed 0) vs "
+        f"{versus('baseline', result.baseline)}, {versus('incumbent', result.incumbent)}",
+        highlight=False,
+    )

@@ -1,0 +1,202 @@
+"""Commands that run things: init, run, doctor, noise, demo."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ratchet import workspace
+from ratchet.cli.common import (
+    JsonFlag,
+    NameOption,
+    _duration,
+    _fmt,
+    _print_json,
+    _project,
+    _spec,
+    app,
+    console,
+    guarded,
+)
+from ratchet.errors import UsageError
+from ratchet.spec import SPEC_FILE
+
+
+# init ---------------------------------------------------------------------------------
+@app.command()
+@guarded
+def init(
+    force: Annotated[bool, typer.Option(help="Overwrite an existing ratchet.toml.")] = False,
+) -> None:
+    """Write a commented ratchet.toml and add .ratchet/ to .gitignore."""
+    from ratchet.templates import spec_template
+
+    project = _project()
+    target = project / SPEC_FILE
+    if target.exists() and not force:
+        raise UsageError(f"{SPEC_FILE} already exists; pass --force to overwrite it")
+    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
+    target.write_text(spec_template(files))
+    workspace.ensure_ignored(project)
+    console.print(
+        f"wrote {SPEC_FILE} and added .ratchet/ to .gitignore; edit the spec, "
+        "commit both, then run 'ratchet run'"
+    )
+
+
+# run ----------------------------------------------------------------------------------
+@app.command()
+@guarded
+def run(
+    name: NameOption = None,
+    max_experiments: Annotated[
+        int | None, typer.Option(help="Stop after this many experiments.", min=1)
+    ] = None,
+    max_time: Annotated[str | None, typer.Option(help="Stop after this long, e.g. 8h.")] = None,
+) -> None:
+    """Run the loop on this project, or continue the run of that name."""
+    project = _project()
+    outcome = _start(project, name, max_experiments, _duration(max_time, "--max-time"))
+    if outcome.incumbent is None:
+        raise typer.Exit(1)
+
+
+def _start(
+    project: Path, name: str | None, max_experiments: int | None, max_time: float | None
+) -> Any:
+    from ratchet.engine import Engine, Limits, open_journal
+    from ratchet.view import LiveView, PlainView
+
+    spec = _spec(project)
+    limits = Limits.of(spec, max_experiments, max_time)
+    journal = open_journal(project)
+    view: LiveView | PlainView = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
+    try:
+        with view:
+            stopped = Engine(project, spec, journal, view, name, limits).run()
+    finally:
+        journal.close()
+    _summary(stopped, spec.metric.name, project)
+    return stopped
+
+
+def _summary(stopped: Any, metric: str, project: Path) -> None:
+    baseline, best = stopped.baseline, stopped.incumbent
+    if best is None or baseline is None:
+        return
+    from ratchet.engine import open_journal
+    from ratchet.view import plural
+
+    journal = open_journal(project)
+    try:
+        counts = journal.counts(best.run)
+        run = journal.run(best.run)
+    finally:
+        journal.close()
+    assert run is not None
+    console.print(
+        f"{metric}: baseline {baseline.value:.6g} -> best {best.value:.6g} "
+        f"(#{best.id}, {(best.commit or '')[:7]}); {plural(counts.experiments, 'experiment')}, "
+        f"{plural(counts.keeps, 'keep')}",
+        highlight=False,
+    )
+    console.print(f"branch {run.branch}; results in .ratchet/results.tsv", highlight=False)
+
+
+# doctor -------------------------------------------------------------------------------
+@app.command()
+@guarded
+def doctor(as_json: JsonFlag = False) -> None:
+    """Which sandbox layers work on this machine, and why not."""
+    from ratchet.sandbox.select import doctor_report
+
+    image = network = None
+    try:
+        from ratchet.spec import load_spec
+
+        spec = load_spec(_project())
+        image, network = spec.sandbox.image, spec.sandbox.network
+    except UsageError:
+        pass  # no project or no spec here: check the layers as they come
+    report = doctor_report(image, bool(network))
+    if as_json:
+        _print_json([{"layer": n, "works": ok, "why": why} for n, ok, why in report])
+        return
+    table = Table.grid(padding=(0, 2))
+    for layer, ok, why in report:
+        table.add_row(layer, Text("yes", style="green") if ok else Text("no", style="red"), why)
+    console.print(table, highlight=False)
+
+
+# noise --------------------------------------------------------------------------------
+@app.command()
+@guarded
+def noise(
+    repeats: Annotated[
+        int, typer.Option(help="How many measurements of the incumbent.", min=2)
+    ] = 5,
+    name: NameOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure the incumbent again and again: how noisy is the metric?"""
+    from ratchet.engine import Engine, open_journal
+
+    project = _project()
+    spec = _spec(project)
+    journal = open_journal(project)
+    try:
+        report = Engine(project, spec, journal, run_name=name).measure_noise(repeats)
+    finally:
+        journal.close()
+    if as_json:
+        _print_json(report.__dict__)
+        return
+    metric = spec.metric.name
+    table = Table.grid(padding=(0, 2))
+    table.add_row("measured", f"experiment #{report.experiment}, {report.n} times")
+    table.add_row("mean", f"{metric} {report.mean:.6g}")
+    table.add_row("sd", _fmt(report.sd))
+    table.add_row("spread", f"{report.low:.6g} .. {report.high:.6g}")
+    table.add_row("pooled sd", f"{_fmt(report.pooled_sd)} ({report.pooled_df} degrees of freedom)")
+    table.add_row(
+        "smallest keep",
+        f"{_fmt(report.smallest_detectable)} (an improvement the policy can tell apart at "
+        f"confidence {spec.policy.confidence:g}, with a candidate measured twice)",
+    )
+    console.print(table, highlight=False)
+
+
+# demo ---------------------------------------------------------------------------------
+@app.command()
+@guarded
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Where to put the demo project.")] = Path(
+        "ratchet-demo"
+    ),
+    max_experiments: Annotated[
+        int | None, typer.Option(help="Stop after this many experiments.", min=1)
+    ] = None,
+    max_time: Annotated[
+        str | None, typer.Option(help="Stop after this long (default: the demo's 2m).")
+    ] = None,
+) -> None:
+    """Copy the bundled training example into DIRECTORY and improve it, offline."""
+    from ratchet.demo import prepare_demo
+
+    project = prepare_demo(directory.resolve())
+    console.print(f"demo project in {project}", highlight=False)
+    started = time.monotonic()
+    outcome = _start(project, None, max_experiments, _duration(max_time, "--max-time"))
+    console.print(
+        f"demo finished in {time.monotonic() - started:.0f}s; see 'git -C {directory} "
+        f"log ratchet/default' and {directory}/.ratchet/results.tsv",
+        highlight=False,
+    )
+    if outcome.incumbent is None:
+        raise typer.Exit(1)
