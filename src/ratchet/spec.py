@@ -145,17 +145,27 @@ class PolicySpec(_Section):
 
 
 class ProposerSpec(_Section):
-    kind: Literal["knobs", "command"] = "knobs"
+    kind: Literal["knobs", "command", "llm"] = "knobs"
     command: str | None = None
     budget: Duration = 600.0
     seed: int = 0
     env: list[str] = []
     network: bool = False  # whether the proposer's sandbox may reach the network
+    provider: Literal["openai"] = "openai"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_turns: int = Field(default=20, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    retries: int = Field(default=5, ge=0)
+    prices: dict[str, dict[str, float]] = {}  # dollars per million tokens: input, output
 
     @model_validator(mode="after")
     def _check_command(self) -> ProposerSpec:
         if self.kind == "command" and not self.command:
             raise ValueError("command: kind = 'command' needs a command to run")
+        if self.kind == "llm" and not self.model:
+            raise ValueError("model: kind = 'llm' needs a model, e.g. model = 'gpt-5'")
         return self
 
 

@@ -36,9 +36,16 @@ def _command(context: ProposerContext) -> Proposer:
     return CommandProposer(context)
 
 
+def _llm(context: ProposerContext) -> Proposer:
+    from ratchet.proposers.llm import LLMProposer  # imports the openai SDK: only when used
+
+    return LLMProposer(context)
+
+
 REGISTRY: dict[str, Callable[[ProposerContext], Proposer]] = {
     "knobs": _knobs,
     "command": _command,
+    "llm": _llm,
 }
 
 
