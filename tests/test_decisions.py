@@ -200,3 +200,19 @@ def test_the_greedy_policy_keeps_any_strict_improvement_of_one_measurement(
     assert rows[1]["why"] == "score 9 -> 1 (better by 8)"
     db = sqlite3.connect(project / ".ratchet" / "journal.db")
     assert db.execute("SELECT COUNT(*) FROM measurements").fetchone() == (2,)  # once each
+
+
+def test_a_proposal_equal_to_an_earlier_one_is_not_measured_again(
+    score_project: Callable[..., Path],
+) -> None:
+    project = score_project("echo 'X = 9' > value.py", max_experiments=3)
+    assert ratchet(project, "run").returncode == 0
+    rows = experiments(project)
+    assert [r["decision"] for r in rows] == ["keep", "discard", "duplicate", "duplicate"]
+    assert rows[2]["why"].startswith("the same change as experiment #2 (discard: ")
+    assert rows[2]["why"].endswith("not measured again")
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    measured = {e for (e,) in db.execute("SELECT DISTINCT experiment FROM measurements")}
+    assert measured == {1, 2}  # the duplicates cost no measurement
+    tsv = (project / ".ratchet" / "results.tsv").read_text().splitlines()
+    assert tsv[3].split("\t")[3] == "discard"  # autoresearch's status for a duplicate

@@ -22,7 +22,7 @@ from ratchet.spec import Spec
 HISTORY_LIMIT = 200  # the most recent experiments; the count of all is in `totals`
 FAILURE_LIMIT = 5
 FAILURE_TAIL = 2000  # characters of output per recent failure
-NOT_FAILURES = {"keep", "discard", "no-change", "interrupted"}
+NOT_FAILURES = {"keep", "discard", "no-change", "duplicate", "interrupted"}
 
 
 class History:

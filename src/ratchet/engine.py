@@ -395,6 +395,15 @@ class Engine:
             proposal.cost.tokens,
             proposal.cost.usd,
         )
+        patch_hash = workspace.normalized_patch_hash(change.patch)
+        self.journal.set_patch_hash(experiment, patch_hash)
+        earlier = (
+            None if change.empty else self.journal.same_patch(self.name, patch_hash, experiment)
+        )
+        if earlier is not None:
+            why = (f"the same change as experiment #{earlier.id} ({earlier.decision}: "
+                   f"{earlier.why}); not measured again")  # fmt: skip
+            return self._decide(experiment, "duplicate", why, None, None, incumbent, earlier.value)
         if change.empty:
             return self._decide(
                 experiment, "no-change", "the proposal changed no file", None, None, incumbent

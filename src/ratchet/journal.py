@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS experiments (
     duration REAL,
     started_at REAL NOT NULL,
     ended_at REAL,
-    holdout REAL
+    holdout REAL,
+    patch_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS experiments_by_run ON experiments(run, id);
 CREATE INDEX IF NOT EXISTS experiments_by_decision ON experiments(run, decision, id);
@@ -90,7 +91,9 @@ TSV_OWN_COLUMNS = [
 NO_MEASUREMENT = frozenset(
     {"crash", "timeout", "no-metric", "not-finite", "invalid-proposal", "out-of-scope", "tampered"}
 )
-_AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "no-change": "discard"}
+_AUTORESEARCH_STATUS = {
+    "keep": "keep", "discard": "discard", "no-change": "discard", "duplicate": "discard",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class ExperimentRecord:
     started_at: float
     ended_at: float | None
     holdout: float | None = None  # the confirmation command's value (keeps, incumbents)
+    patch_hash: str | None = None  # of the normalized patch: what was changed, not where
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ExperimentRecord:
@@ -176,8 +180,12 @@ class Journal:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(experiments)")}
-        if "holdout" not in columns:  # a journal written before holdout confirmation
-            self.db.execute("ALTER TABLE experiments ADD COLUMN holdout REAL")
+        for column, kind in (("holdout", "REAL"), ("patch_hash", "TEXT")):
+            if column not in columns:  # a journal written by an older ratchet
+                self.db.execute(f"ALTER TABLE experiments ADD COLUMN {column} {kind}")
+        self.db.execute(
+            "CREATE INDEX IF NOT EXISTS experiments_by_patch ON experiments(run, patch_hash)"
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -344,7 +352,7 @@ class Journal:
     def failures(self, run: str, limit: int) -> list[ExperimentRecord]:
         rows = self.db.execute(
             "SELECT * FROM experiments WHERE run = ? AND decision NOT IN"
-            " ('keep', 'discard', 'no-change', 'interrupted') ORDER BY id DESC LIMIT ?",
+            " ('keep', 'discard', 'no-change', 'duplicate', 'interrupted') ORDER BY id DESC LIMIT ?",
             (run, limit),
         ).fetchall()
         return [ExperimentRecord.from_row(r) for r in rows]
@@ -354,6 +362,20 @@ class Journal:
             "SELECT * FROM measurements WHERE experiment = ? ORDER BY id", (experiment,)
         ).fetchall()
         return [MeasurementRecord(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
+
+    def same_patch(self, run: str, patch_hash: str, before: int) -> ExperimentRecord | None:
+        """The first earlier experiment of the run whose normalized patch is the same."""
+        row = self.db.execute(
+            "SELECT * FROM experiments WHERE run = ? AND patch_hash = ? AND id < ?"
+            " AND decision IS NOT NULL AND decision != 'interrupted' ORDER BY id LIMIT 1",
+            (run, patch_hash, before),
+        ).fetchone()
+        return ExperimentRecord.from_row(row) if row else None
+
+    def set_patch_hash(self, experiment: int, patch_hash: str) -> None:
+        self.db.execute(
+            "UPDATE experiments SET patch_hash = ? WHERE id = ?", (patch_hash, experiment)
+        )
 
     def set_holdout(self, experiment: int, value: float | None) -> None:
         self.db.execute("UPDATE experiments SET holdout = ? WHERE id = ?", (value, experiment))

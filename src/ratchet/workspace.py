@@ -7,6 +7,7 @@ detached worktrees under `.ratchet/slots/`, keeps are made with `write-tree` and
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -220,6 +221,16 @@ def checkout_tree(slot: Slot, tree: str) -> None:
         _remove_untracked(slot, only_ignored=False)
     except (pygit2.GitError, OSError, KeyError) as error:
         raise GitError(f"checking out in slot {slot.index} failed: {error}") from None
+
+
+def normalized_patch_hash(patch: str) -> str:
+    """What a patch changes (files, removed and added lines), blind to context and blanks."""
+    kept = [
+        line.rstrip()
+        for line in patch.splitlines()
+        if line.startswith(("+", "-", "diff --git")) and line.rstrip() not in {"+", "-"}
+    ]
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:32]
 
 
 def out_of_scope(change: Change, editable: list[str]) -> list[str]:

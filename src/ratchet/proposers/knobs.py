@@ -175,7 +175,7 @@ class KnobsProposer:
             params = record.meta.get("params")
             if record.proposer != self.name or not isinstance(params, dict):
                 continue
-            if record.decision in {"keep", "discard"} and record.value is not None:
+            if record.decision in {"keep", "discard", "duplicate"} and record.value is not None:
                 self._add(params, record.value, failed=False)
             elif record.decision not in {"no-change", "interrupted", None}:
                 self._add(params, None, failed=True)
@@ -212,8 +212,8 @@ class KnobsProposer:
         number = outcome.meta.get("trial")
         if not isinstance(number, int):
             return
-        if outcome.decision in {"keep", "discard"} and outcome.value is not None:
-            self.study.tell(number, outcome.value)
+        if outcome.decision in {"keep", "discard", "duplicate"} and outcome.value is not None:
+            self.study.tell(number, outcome.value)  # a duplicate: the earlier value
         elif outcome.decision == "no-change" and outcome.parent_value is not None:
             self.study.tell(number, outcome.parent_value)  # these are the incumbent's values
         else:
