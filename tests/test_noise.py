@@ -159,7 +159,7 @@ def test_a_measurement_that_writes_a_protected_file_is_tampered(tmp_path: Path) 
     git(project, "commit", "-qm", "measure through a script")
     assert ratchet(project, "run").returncode == 0
     rows = experiments(project)
-    assert [r["decision"] for r in rows] == ["keep", "tampered", "tampered"]
+    assert [r["decision"] for r in rows] == ["keep", "tampered", "duplicate"]
     assert rows[1]["why"] == "protected files changed during the measurement: score.py changed"
     assert git(project, "rev-parse", "ratchet/default") == git(project, "rev-parse", "main")
 

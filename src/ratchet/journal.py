@@ -87,10 +87,12 @@ TSV_OWN_COLUMNS = [
     "started_at",
 ]
 # autoresearch's status column knows only these three words
-# the decisions of experiments that produced no usable measurement
+# the decisions of experiments that produced no usable measurement (a proposer that only
+# repeats itself is as stuck as one whose changes crash)
 NO_MEASUREMENT = frozenset(
-    {"crash", "timeout", "no-metric", "not-finite", "invalid-proposal", "out-of-scope", "tampered"}
-)
+    {"crash", "timeout", "no-metric", "not-finite", "invalid-proposal", "out-of-scope",
+     "tampered", "duplicate"}
+)  # fmt: skip
 _AUTORESEARCH_STATUS = {
     "keep": "keep", "discard": "discard", "no-change": "discard", "duplicate": "discard",
 }  # fmt: skip
