@@ -117,3 +117,23 @@ def test_the_api_key_reaches_the_endpoint_only(tmp_path: Path) -> None:
         project = llm_project(tmp_path, fake.base_url)
         run(project)
     assert b"sk-fake-0123456789" not in (project / ".ratchet" / "journal.db").read_bytes()
+
+
+def test_a_model_without_tools_can_answer_with_search_replace_blocks(tmp_path: Path) -> None:
+    reply = (
+        "Move X to the minimum of the score.\n\n"
+        "value.py\n<<<<<<< SEARCH\nX = 5\n=======\nX = 2\n>>>>>>> REPLACE\n"
+    )
+    with FakeLLM([{"content": reply}]) as fake:
+        row = run(llm_project(tmp_path, fake.base_url))
+    assert row["decision"] == "keep"
+    assert row["rationale"] == "Move X to the minimum of the score."
+    assert len(fake.requests) == 1
+
+
+def test_a_search_replace_block_outside_the_scope_is_an_invalid_proposal(tmp_path: Path) -> None:
+    reply = "Cheat.\n\nscore.py\n<<<<<<< SEARCH\nprint\n=======\n0 and print\n>>>>>>> REPLACE\n"
+    with FakeLLM([{"content": reply}]) as fake:
+        row = run(llm_project(tmp_path, fake.base_url))
+    assert row["decision"] == "invalid-proposal"
+    assert "outside the editable scope" in row["why"]

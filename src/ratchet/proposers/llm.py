@@ -47,6 +47,14 @@ TOOLS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+# for models without tool calling: aider's SEARCH/REPLACE blocks, each after its path
+_BLOCK = re.compile(
+    r"^(?P<path>[^\n`]+?)\s*\n(?:```[^\n]*\n)?<<<<<<< SEARCH\n(?P<search>.*?)\n?=======\n"
+    r"(?P<replace>.*?)\n?>>>>>>> REPLACE",
+    re.MULTILINE | re.DOTALL,
+)
+
+
 class ToolError(Exception):
     """Told back to the model, which may try again."""
 
@@ -165,6 +173,9 @@ class LLMProposer:
             calls = message.tool_calls or []
             messages.append(message.model_dump(exclude_none=True))
             if not calls:
+                applied = self._apply_blocks(worktree, message.content or "")
+                if applied is not None:
+                    return Proposal(applied, self._cost(started, tokens_in, tokens_out))
                 messages.append({"role": "user", "content": "Use the tools: edit, then finish."})
                 continue
             for call in calls:
@@ -181,6 +192,25 @@ class LLMProposer:
                     result = f"error: {error}"
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
         raise ProposalError(f"the model did not call finish within {self.spec.max_turns} turns")
+
+    def _apply_blocks(self, worktree: Path, content: str) -> str | None:
+        """Apply a tool-less reply's SEARCH/REPLACE blocks; its first line is the rationale.
+
+        None when the reply has no block. A block that does not apply ends the proposal:
+        half of a change is not the change the model meant.
+        """
+        blocks = list(_BLOCK.finditer(content))
+        if not blocks:
+            return None
+        for block in blocks:
+            args = {"path": block["path"].strip(), "search": block["search"],
+                    "replace": block["replace"]}  # fmt: skip
+            try:
+                self._edit(worktree, args)
+            except (ToolError, OSError) as error:
+                raise ProposalError(f"a SEARCH/REPLACE block did not apply: {error}") from None
+        before = content[: blocks[0].start()].strip().splitlines()
+        return before[0].strip()[:200] if before else "(SEARCH/REPLACE blocks)"
 
     def _cost(self, started: float, tokens_in: int, tokens_out: int) -> Cost:
         price = self.spec.prices.get(self.spec.model or "", {})
