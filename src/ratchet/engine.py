@@ -40,7 +40,6 @@ from ratchet.workspace import GitError, Slot
 
 JOURNAL_FILE = "journal.db"
 RESULTS_FILE = "results.tsv"
-MAX_MEASUREMENTS = 20  # a policy that keeps asking to measure again is cut off here
 BASELINE_REPEATS = 3  # the baseline is measured this often: the first estimate of the noise
 
 

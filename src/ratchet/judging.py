@@ -109,6 +109,7 @@ class Judge:
         protected = self.spec.scope.protected
         reference = digest_protected(slot.path, protected) if protected else {}
         candidate_tree = workspace.staged_tree(slot)
+        incumbent_n = self.noise.samples(str(incumbent)).n
         last: list[Measurement] = []
         tampered: list[str] = []
 
@@ -135,7 +136,9 @@ class Judge:
             paired=self.spec.policy.paired_seeds,
         )  # fmt: skip
         measurement = last[-1] if last else None
-        self.journal.update_value(incumbent, self.noise.samples(str(incumbent)).mean)
+        theirs = self.noise.samples(str(incumbent))
+        if theirs.n != incumbent_n:  # re-measured: its value is the mean of all of them
+            self.journal.update_value(incumbent, theirs.mean)
         if tampered:
             why = f"protected files changed during the measurement: {', '.join(tampered)}"
             return Verdict("tampered", why, None, measurement)
