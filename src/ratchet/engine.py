@@ -171,7 +171,7 @@ class Engine:
         self.sandbox, self.sandbox_note = self._choose_sandbox(spec.sandbox.network, [])
         # the proposer reads its brief, which lives outside the worktree
         brief = [self.state / "brief-0.json"]
-        self.proposer_sandbox, _ = self._choose_sandbox(spec.proposer.network, brief)
+        self.proposer_sandbox, _ = self._choose_sandbox(spec.proposer.network_allowed, brief)
         self.policy = policy_for(
             spec.policy.kind,
             spec.policy.confidence,
@@ -393,6 +393,7 @@ class Engine:
             proposal.cost.seconds,
             proposal.cost.tokens,
             proposal.cost.usd,
+            proposal.by,
         )
         patch_hash = workspace.normalized_patch_hash(change.patch)
         self.journal.set_patch_hash(experiment, patch_hash)

@@ -235,10 +235,12 @@ class Journal:
         cost_seconds: float,
         cost_tokens: int = 0,
         cost_usd: float = 0.0,
+        proposer: str | None = None,
     ) -> None:
         self.db.execute(
             "UPDATE experiments SET stage = 'measuring', rationale = ?, patch = ?, files = ?,"
-            " meta = ?, cost_seconds = ?, cost_tokens = ?, cost_usd = ? WHERE id = ?",
+            " meta = ?, cost_seconds = ?, cost_tokens = ?, cost_usd = ?,"
+            " proposer = COALESCE(?, proposer) WHERE id = ?",
             (
                 rationale,
                 patch,
@@ -247,6 +249,7 @@ class Journal:
                 cost_seconds,
                 cost_tokens,
                 cost_usd,
+                proposer,
                 experiment,
             ),
         )

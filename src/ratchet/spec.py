@@ -144,28 +144,56 @@ class PolicySpec(_Section):
     paired_seeds: bool = False
 
 
+AGENT_CLIS = ("claude-code", "codex", "aider")  # coding-agent CLIs, run headless
+KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
 class ProposerSpec(_Section):
-    kind: Literal["knobs", "command", "llm"] = "knobs"
+    kind: Literal["knobs", "command", "llm", "claude-code", "codex", "aider", "portfolio"] = "knobs"
     command: str | None = None
     budget: Duration = 600.0
     seed: int = 0
     env: list[str] = []
-    network: bool = False  # whether the proposer's sandbox may reach the network
-    provider: Literal["openai"] = "openai"
+    # whether the proposer's sandbox may reach the network; unset, only the agent CLIs may
+    network: bool | None = None
+    provider: Literal["openai", "anthropic"] = "openai"
     model: str | None = None
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None  # unset: OPENAI_API_KEY or ANTHROPIC_API_KEY
     max_turns: int = Field(default=20, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     retries: int = Field(default=5, ge=0)
     prices: dict[str, dict[str, float]] = {}  # dollars per million tokens: input, output
+    executable: str | None = None  # an agent CLI's program, when it is not on PATH
+    args: list[str] = []  # more arguments for an agent CLI
+    weight: float = Field(default=1.0, gt=0)  # a portfolio member's share of proposals
+    members: list[ProposerSpec] = []
+
+    @property
+    def key_variable(self) -> str:
+        return self.api_key_env or KEY_VARIABLES[self.provider]
+
+    @property
+    def network_allowed(self) -> bool:
+        if self.network is not None:
+            return self.network
+        return self.kind in AGENT_CLIS or any(m.network_allowed for m in self.members)
 
     @model_validator(mode="after")
-    def _check_command(self) -> ProposerSpec:
+    def _check_kind(self) -> ProposerSpec:
         if self.kind == "command" and not self.command:
             raise ValueError("command: kind = 'command' needs a command to run")
         if self.kind == "llm" and not self.model:
             raise ValueError("model: kind = 'llm' needs a model, e.g. model = 'gpt-5'")
+        if self.kind == "portfolio" and not self.members:
+            raise ValueError(
+                "members: kind = 'portfolio' needs members, e.g. [[proposer.members]] "
+                "kind = 'knobs' weight = 3"
+            )
+        if self.kind != "portfolio" and self.members:
+            raise ValueError("members: only kind = 'portfolio' has members")
+        if any(m.kind == "portfolio" for m in self.members):
+            raise ValueError("members: a portfolio member cannot be a portfolio")
         return self
 
 

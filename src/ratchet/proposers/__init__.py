@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from ratchet.proposers.base import (
     Cost,
@@ -12,6 +13,7 @@ from ratchet.proposers.base import (
     Proposer,
     ProposerContext,
 )
+from ratchet.spec import ProposerSpec
 
 __all__ = [
     "Cost",
@@ -42,12 +44,31 @@ def _llm(context: ProposerContext) -> Proposer:
     return LLMProposer(context)
 
 
+def _agent_cli(context: ProposerContext) -> Proposer:
+    from ratchet.proposers.agents import AgentCLIProposer
+
+    return AgentCLIProposer(context)
+
+
+def _portfolio(context: ProposerContext) -> Proposer:
+    from ratchet.proposers.portfolio import PortfolioProposer
+
+    return PortfolioProposer(context)
+
+
 REGISTRY: dict[str, Callable[[ProposerContext], Proposer]] = {
     "knobs": _knobs,
     "command": _command,
     "llm": _llm,
+    "claude-code": _agent_cli,
+    "codex": _agent_cli,
+    "aider": _agent_cli,
+    "portfolio": _portfolio,
 }
 
 
-def make_proposer(context: ProposerContext) -> Proposer:
+def make_proposer(context: ProposerContext, spec: ProposerSpec | None = None) -> Proposer:
+    """The proposer `spec` describes (by default the run's), made for `context`."""
+    if spec is not None:
+        context = replace(context, spec=context.spec.model_copy(update={"proposer": spec}))
     return REGISTRY[context.spec.proposer.kind](context)

@@ -32,6 +32,7 @@ class Proposal:
     rationale: str
     cost: Cost = Cost()
     meta: dict[str, Any] = field(default_factory=dict)
+    by: str | None = None  # the portfolio member that made it, recorded as the proposer
 
 
 @dataclass(frozen=True)

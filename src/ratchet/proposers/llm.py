@@ -71,7 +71,7 @@ class LLMProposer:
         self.spec, self.scope = spec, context.spec.scope
         self.files = context.files
         self.journal = context.state_dir / "journal.db"
-        key = os.environ.get(spec.api_key_env, "") or "not-needed"  # local servers take any
+        key = os.environ.get(spec.key_variable, "") or "not-needed"  # local servers take any
         self.client = OpenAI(base_url=spec.base_url, api_key=key, max_retries=spec.retries,
                              timeout=spec.budget)  # fmt: skip
 
