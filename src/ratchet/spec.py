@@ -163,6 +163,7 @@ class ProposerSpec(_Section):
     max_turns: int = Field(default=20, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     retries: int = Field(default=5, ge=0)
+    request_timeout: Duration = 120.0  # one request to the model; a timeout is retried
     prices: dict[str, dict[str, float]] = {}  # dollars per million tokens: input, output
     executable: str | None = None  # an agent CLI's program, when it is not on PATH
     args: list[str] = []  # more arguments for an agent CLI

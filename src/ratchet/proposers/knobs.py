@@ -7,12 +7,15 @@
 
 Only the literal after `=` is rewritten. The incumbent's current values are the first
 trial, told with the incumbent's measured value; every outcome is told back (failures
-as failed trials), and a resumed run replays the journal into a fresh study.
+as failed trials), and a resumed run replays the journal into a fresh study. When a
+kept change (another portfolio member's) adds, removes or re-annotates a knob, the
+study starts again over the new knobs, from the incumbent.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from optuna.distributions import (
 from optuna.samplers import TPESampler
 from optuna.trial import TrialState, create_trial
 
-from ratchet.proposers.base import Outcome, Proposal, ProposerContext
+from ratchet.proposers.base import Outcome, Proposal, ProposalError, ProposerContext
 from ratchet.spec import SpecError, matches
 
 _KNOB_LINE = re.compile(
@@ -154,16 +157,39 @@ class KnobsProposer:
     def __init__(self, context: ProposerContext) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         spec = context.spec
-        self.knobs = find_knobs(context.worktree, spec.scope.editable, context.files)
+        self.editable, self.files = spec.scope.editable, context.files
+        self.seed, self.goal = spec.proposer.seed, spec.metric.goal
+        self.knobs = find_knobs(context.worktree, self.editable, self.files)
         if not self.knobs:
             raise SpecError(
                 "[proposer] kind = 'knobs' found no knob in the editable files; annotate a "
                 "constant like `LR = 0.01  # ratchet: knob log 1e-4..1e-1`"
             )
-        self.distributions = {key: knob.distribution for key, knob in self.knobs.items()}
-        sampler = TPESampler(seed=spec.proposer.seed, constant_liar=True)
-        self.study = optuna.create_study(direction=spec.metric.goal, sampler=sampler)
+        self.generation = -1
+        self._new_study()
         self._replay(context)
+
+    def _new_study(self) -> None:
+        self.generation += 1  # which study asked a trial: outcomes of older ones are dropped
+        self.distributions = {key: knob.distribution for key, knob in self.knobs.items()}
+        sampler = TPESampler(seed=self.seed, constant_liar=True)
+        self.study = optuna.create_study(direction=self.goal, sampler=sampler)
+
+    def _refresh(self, worktree: Path, brief_path: Path) -> None:
+        """Start a new study when the incumbent's knobs differ from the study's."""
+        try:
+            found = find_knobs(worktree, self.editable, self.files)
+        except SpecError as error:  # a kept change annotated a knob badly
+            raise ProposalError(str(error)) from None
+        if {key: knob.distribution for key, knob in found.items()} == self.distributions:
+            return
+        if not found:
+            raise ProposalError("the editable files have no knob left to tune")
+        self.knobs = found
+        self._new_study()
+        value = json.loads(brief_path.read_text())["incumbent"]["value"]
+        if value is not None:
+            self._add(read_values(worktree, found), value, failed=False)
 
     def _replay(self, context: ProposerContext) -> None:
         """Tell the study the incumbent's values and every earlier knobs trial."""
@@ -195,6 +221,7 @@ class KnobsProposer:
             pass  # a value outside today's range: the knob was re-annotated
 
     def propose(self, worktree: Path, brief_path: Path) -> Proposal:
+        self._refresh(worktree, brief_path)
         trial = self.study.ask(self.distributions)
         params = {key: _rounded(value, self.knobs[key]) for key, value in trial.params.items()}
         before = read_values(worktree, self.knobs)
@@ -206,12 +233,13 @@ class KnobsProposer:
             if before.get(k) != v
         ]
         rationale = "knobs: " + (", ".join(changes) if changes else "the incumbent's values")
-        return Proposal(rationale=rationale, meta={"params": params, "trial": trial.number})
+        meta = {"params": params, "trial": trial.number, "study": self.generation}
+        return Proposal(rationale=rationale, meta=meta)
 
     def observe(self, outcome: Outcome) -> None:
         number = outcome.meta.get("trial")
-        if not isinstance(number, int):
-            return
+        if not isinstance(number, int) or outcome.meta.get("study", 0) != self.generation:
+            return  # not this study's trial: the knobs changed since it was asked
         if outcome.decision in {"keep", "discard", "duplicate"} and outcome.value is not None:
             self.study.tell(number, outcome.value)  # a duplicate: the earlier value
         elif outcome.decision == "no-change" and outcome.parent_value is not None:

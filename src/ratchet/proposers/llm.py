@@ -11,7 +11,6 @@ official SDK's own.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
+from ratchet.proposers.providers import Tool, open_chat
 from ratchet.spec import matches
 
 SYSTEM = """You improve a program inside a loop that measures every change you make.
@@ -28,9 +28,8 @@ rationale. Do not repeat an idea the history shows was already tried and discard
 MAX_FILE_CHARS = 20_000  # of one file shown to the model
 MAX_GREP_LINES = 100
 
-TOOLS: list[dict[str, Any]] = [
-    {"type": "function", "function": {"name": name, "description": doc, "parameters": {
-        "type": "object", "properties": props, "required": list(props)}}}
+TOOLS = [
+    Tool(name, doc, {"type": "object", "properties": props, "required": list(props)})
     for name, doc, props in [
         ("read_file", "Read a project file.", {"path": {"type": "string"}}),
         ("list_files", "List the project's files.", {}),
@@ -53,6 +52,9 @@ _BLOCK = re.compile(
     r"(?P<replace>.*?)\n?>>>>>>> REPLACE",
     re.MULTILINE | re.DOTALL,
 )
+# or a whole file: its path on a line of its own, then the new content in one fence
+_WHOLE = re.compile(r"^(?P<path>[^\n`]+?)\s*\n```[^\n]*\n(?P<content>.*?\n)```[ \t]*$",
+                    re.MULTILINE | re.DOTALL)  # fmt: skip
 
 
 class ToolError(Exception):
@@ -63,17 +65,11 @@ class LLMProposer:
     name = "llm"
 
     def __init__(self, context: ProposerContext) -> None:
-        from openai import OpenAI  # imported only when this proposer is used
-
-        spec = context.spec.proposer
-        if not spec.model:
-            raise ProposalError("[proposer] kind = 'llm' needs a model")
-        self.spec, self.scope = spec, context.spec.scope
+        self.spec, self.scope = context.spec.proposer, context.spec.scope
         self.files = context.files
         self.journal = context.state_dir / "journal.db"
-        key = os.environ.get(spec.key_variable, "") or "not-needed"  # local servers take any
-        self.client = OpenAI(base_url=spec.base_url, api_key=key, max_retries=spec.retries,
-                             timeout=spec.budget)  # fmt: skip
+        if self.spec.provider == "anthropic":
+            open_chat(self.spec, "", "", [])  # a missing SDK is a spec error, said at start
 
     # what the model may see and change ------------------------------------------------
     def _visible(self, path: str) -> bool:
@@ -143,64 +139,55 @@ class LLMProposer:
         brief = json.loads(brief_path.read_text())
         scope_files = [f for f in self.files if matches(f, self.scope.editable)]
         shown = "\n\n".join(f"--- {f}\n{self._read(worktree, f)}" for f in scope_files)
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Brief:\n{json.dumps(brief)}\n\nEditable files:\n{shown}"},
-        ]
+        user = f"Brief:\n{json.dumps(brief)}\n\nEditable files:\n{shown}"
+        chat = open_chat(self.spec, SYSTEM, user, TOOLS)
         tokens_in = tokens_out = 0
         for _ in range(self.spec.max_turns):
-            if time.monotonic() - started > self.spec.budget:
+            remaining = self.spec.budget - (time.monotonic() - started)
+            if remaining <= 0:
                 raise ProposalError(f"the model used up the proposal's {self.spec.budget:g}s")
             if self.spec.max_tokens and tokens_in + tokens_out > self.spec.max_tokens:
                 raise ProposalError(
                     f"the model used up the proposal's {self.spec.max_tokens} tokens"
                 )
             try:
-                response = self.client.chat.completions.create(
-                    model=self.spec.model or "",
-                    messages=messages,  # type: ignore[arg-type]
-                    tools=TOOLS,  # type: ignore[arg-type]
-                )
+                turn = chat.ask(timeout=min(remaining, self.spec.request_timeout))
             except Exception as error:  # the SDK's errors, after its own retries
                 raise ProposalError(f"the model's endpoint failed: {type(error).__name__}: "
                                     f"{str(error)[:200]}") from None  # fmt: skip
-            if response.usage is not None:
-                tokens_in += response.usage.prompt_tokens
-                tokens_out += response.usage.completion_tokens
-            if not response.choices:
-                raise ProposalError("the model's reply had no message")
-            message = response.choices[0].message
-            calls = message.tool_calls or []
-            messages.append(message.model_dump(exclude_none=True))
-            if not calls:
-                applied = self._apply_blocks(worktree, message.content or "")
+            tokens_in, tokens_out = tokens_in + turn.tokens_in, tokens_out + turn.tokens_out
+            if not turn.calls:
+                applied = self._apply_reply(worktree, turn.text)
                 if applied is not None:
                     return Proposal(applied, self._cost(started, tokens_in, tokens_out))
-                messages.append({"role": "user", "content": "Use the tools: edit, then finish."})
+                chat.say("Use the tools: edit, then finish.")
                 continue
-            for call in calls:
-                name = getattr(getattr(call, "function", None), "name", "")
+            results = []
+            for call in turn.calls:
                 try:
-                    args = json.loads(call.function.arguments or "{}")  # type: ignore[union-attr]
+                    args = json.loads(call.arguments)
                     if not isinstance(args, dict):
                         raise ToolError("the arguments must be a JSON object")
-                    if name == "finish":
+                    if call.name == "finish":
                         rationale = str(args.get("rationale", "")).strip() or "(no rationale)"
                         return Proposal(rationale, self._cost(started, tokens_in, tokens_out))
-                    result = self._tool(worktree, name, args)
+                    result = self._tool(worktree, call.name, args)
                 except (ToolError, ValueError, OSError) as error:
                     result = f"error: {error}"
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+                results.append((call.id, result))
+            chat.answer(results)
         raise ProposalError(f"the model did not call finish within {self.spec.max_turns} turns")
 
-    def _apply_blocks(self, worktree: Path, content: str) -> str | None:
-        """Apply a tool-less reply's SEARCH/REPLACE blocks; its first line is the rationale.
+    def _apply_reply(self, worktree: Path, content: str) -> str | None:
+        """Apply a tool-less reply: SEARCH/REPLACE blocks, or else whole files.
 
-        None when the reply has no block. A block that does not apply ends the proposal:
-        half of a change is not the change the model meant.
+        Its first line is the rationale. None when the reply holds neither. A block
+        that does not apply ends the proposal: half of a change is not the change the
+        model meant.
         """
         blocks = list(_BLOCK.finditer(content))
-        if not blocks:
+        wholes = [] if blocks else list(_WHOLE.finditer(content))
+        if not blocks and not wholes:
             return None
         for block in blocks:
             args = {"path": block["path"].strip(), "search": block["search"],
@@ -209,8 +196,16 @@ class LLMProposer:
                 self._edit(worktree, args)
             except (ToolError, OSError) as error:
                 raise ProposalError(f"a SEARCH/REPLACE block did not apply: {error}") from None
-        before = content[: blocks[0].start()].strip().splitlines()
-        return before[0].strip()[:200] if before else "(SEARCH/REPLACE blocks)"
+        for whole in wholes:
+            path = whole["path"].strip().strip("*`'\":")
+            if not matches(path, self.scope.editable):
+                raise ProposalError(f"the reply rewrites {path}, outside the editable scope "
+                                    f"({', '.join(self.scope.editable)})")  # fmt: skip
+            (worktree / path).parent.mkdir(parents=True, exist_ok=True)
+            (worktree / path).write_text(whole["content"])
+        first = (blocks or wholes)[0]
+        before = content[: first.start()].strip().splitlines()
+        return before[0].strip()[:200] if before else "(the model's reply, without a rationale)"
 
     def _cost(self, started: float, tokens_in: int, tokens_out: int) -> Cost:
         price = self.spec.prices.get(self.spec.model or "", {})
