@@ -1,0 +1,361 @@
+"""The agent CLI proposers, against stub `claude`, `codex` and `aider` executables on PATH.
+
+One stub program, installed under the three names, records how it was called (argv,
+working folder, stdin, environment, aider's message file), makes the edits its test asks
+for, and prints what its test gives it: each CLI's own JSON shape or text. A full
+`ratchet run` then proves the argument building, the parsing and the journal's record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from conftest import experiments, git, make_project, ratchet
+from ratchet.proposers.agents import _compact, _parse_aider, _parse_claude
+
+STUB = """#!{python}
+import json, os, sys, time
+HERE = {here!r}
+config = json.load(open(os.path.join(HERE, "config.json")))
+record = {{
+    "name": os.path.basename(sys.argv[0]),
+    "argv": sys.argv[1:],
+    "cwd": os.getcwd(),
+    "stdin": sys.stdin.read(),  # hangs, and times out, unless stdin is closed
+    "env": {{k: os.environ.get(k) for k in ("AGENT_TOKEN", "OTHER_SECRET", "RATCHET_BRIEF")}},
+}}
+if "--message-file" in sys.argv:
+    record["message"] = open(sys.argv[sys.argv.index("--message-file") + 1]).read()
+with open(os.path.join(HERE, "calls.jsonl"), "a") as log:
+    log.write(json.dumps(record) + "\\n")
+for path, text in config.get("write", {{}}).items():
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+time.sleep(config.get("sleep", 0))
+sys.stdout.write(config.get("stdout", ""))
+sys.stderr.write(config.get("stderr", ""))
+sys.exit(config.get("exit", 0))
+"""
+
+SPEC = """
+[sandbox]
+kind = "process"
+[scope]
+editable = ["value.py"]
+context = ["score.py"]
+protected = ["score.py", "secret_eval.py"]
+directive = "program.md"
+[metric]
+command = "{python} score.py"
+name = "score"
+grace = "0.5s"
+[run]
+max_experiments = 1
+[proposer]
+kind = "{kind}"
+budget = "{budget}"
+{extra}
+"""
+
+FILES = {
+    "value.py": "X = 5\n",
+    "score.py": "from value import X\nprint(f'score: {(X - 2) ** 2}')\n",
+    "secret_eval.py": "HOLDOUT = 42\n",
+    "program.md": "Push X toward the minimum of the score.\n",
+}
+KEY = "tok-named-0123456789"
+OTHER = "sec-unnamed-0123456789"
+BEST = {"value.py": "X = 2\n"}
+
+CLAUDE_RESULT = {
+    "type": "result",
+    "subtype": "success",
+    "is_error": False,
+    "duration_ms": 1234,
+    "num_turns": 3,
+    "result": "I set X to 2.\n\nRationale: move X to the minimum of the score",
+    "session_id": "sess-0001",
+    "total_cost_usd": 0.0421,
+    "usage": {
+        "input_tokens": 1200,
+        "cache_creation_input_tokens": 300,
+        "cache_read_input_tokens": 500,
+        "output_tokens": 250,
+    },
+}
+
+
+def codex_events(*extra: dict[str, Any], failed: str | None = None) -> str:
+    events: list[dict[str, Any]] = [
+        {"type": "thread.started", "thread_id": "thread-0001"},
+        {"type": "turn.started"},
+        {"type": "item.completed", "item": {"id": "item_0", "type": "reasoning", "text": "hm"}},
+        {"type": "item.completed", "item": {"id": "item_1", "type": "file_change",
+         "changes": [{"path": "value.py", "kind": "update"}], "status": "completed"}},
+        {"type": "item.completed", "item": {"id": "item_2", "type": "agent_message",
+         "text": "Done.\nRationale: X = 2 minimizes (X - 2)^2"}},
+        *extra,
+    ]  # fmt: skip
+    if failed:
+        events.append({"type": "turn.failed", "error": {"message": failed}})
+    else:
+        usage = {"input_tokens": 5000, "cached_input_tokens": 1000, "output_tokens": 400}
+        events.append({"type": "turn.completed", "usage": usage})
+    return "".join(json.dumps(e) + "\n" for e in events)
+
+
+AIDER_OUTPUT = """Aider v0.86.1
+Main model: sonnet with diff edit format
+Git repo: .git with 4 files
+I'll move X to its optimum.
+
+value.py
+<<<<<<< SEARCH
+X = 5
+=======
+X = 2
+>>>>>>> REPLACE
+
+Rationale: X = 2 is the minimum of (X - 2)^2
+Tokens: 2.3k sent, 1.1k cache write, 120 received. Cost: $0.0079 message, $0.0079 session.
+Applied edit to value.py
+"""
+
+
+def install_stubs(tmp_path: Path, config: dict[str, Any]) -> Path:
+    """`claude`, `codex` and `aider` in a fresh folder; returns the folder."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "config.json").write_text(json.dumps(config))
+    for name in ("claude", "codex", "aider"):
+        stub = bin_dir / name
+        stub.write_text(STUB.format(python=sys.executable, here=str(bin_dir)))
+        stub.chmod(0o755)
+    return bin_dir
+
+
+def calls(bin_dir: Path) -> list[dict[str, Any]]:
+    log = bin_dir / "calls.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def run_agent(
+    tmp_path: Path,
+    kind: str,
+    config: dict[str, Any],
+    extra: str = "",
+    budget: str = "20s",
+    path: str | None = None,
+) -> tuple[Path, Path, Any]:
+    """A project, the stubs, and `ratchet run` with the stubs first on PATH."""
+    bin_dir = install_stubs(tmp_path, config)
+    spec = SPEC.format(python=sys.executable, kind=kind, budget=budget, extra=extra)
+    project = make_project(tmp_path / "project", FILES, spec)
+    env = {"PATH": path if path is not None else f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "AGENT_TOKEN": KEY, "OTHER_SECRET": OTHER}  # fmt: skip
+    return project, bin_dir, ratchet(project, "run", env=env)
+
+
+def last_experiment(project: Path, result: Any) -> dict[str, Any]:
+    assert result.returncode == 0, result.stderr
+    return experiments(project)[-1]
+
+
+def test_claude_code_runs_in_print_mode_and_its_json_result_is_read(tmp_path: Path) -> None:
+    config = {"write": BEST, "stdout": json.dumps(CLAUDE_RESULT) + "\n"}
+    extra = 'model = "sonnet"\nmax_turns = 7\nargs = ["--verbose"]'
+    project, bin_dir, result = run_agent(tmp_path, "claude-code", config, extra)
+    row = last_experiment(project, result)
+    assert row["decision"] == "keep", row["why"]
+    assert row["proposer"] == "claude-code"
+    assert row["rationale"] == "move X to the minimum of the score"
+    assert row["cost_usd"] == 0.0421 and row["cost_tokens"] == 1200 + 300 + 500 + 250
+    assert json.loads(row["meta"]) == {"session": "sess-0001"}
+    assert git(project, "show", "ratchet/default:value.py") == "X = 2"
+    [call] = calls(bin_dir)
+    argv = call["argv"]
+    assert call["name"] == "claude" and argv[0] == "-p"
+    assert argv[2:] == ["--output-format", "json", "--permission-mode", "acceptEdits",
+                        "--allowedTools", "Read,Grep,Glob,Edit", "--max-turns", "7",
+                        "--model", "sonnet", "--verbose"]  # fmt: skip
+    prompt = argv[1]
+    assert "Push X toward the minimum of the score." in prompt  # the directive
+    assert "Editable files: value.py" in prompt
+    assert '"incumbent":' in prompt and '"history":' in prompt  # the brief, inline
+    assert "Rationale:" in prompt
+    assert Path(call["cwd"]).name == "0" and "slots" in call["cwd"]  # the slot worktree
+    assert call["env"]["RATCHET_BRIEF"].endswith("brief-0.json")
+
+
+def test_codex_exec_reads_json_events_with_stdin_closed(tmp_path: Path) -> None:
+    config = {"write": BEST, "stdout": codex_events()}
+    prices = '[proposer.prices]\n"gpt-5-codex" = { input = 1.25, output = 10 }'
+    extra = f'model = "gpt-5-codex"\n{prices}'
+    project, bin_dir, result = run_agent(tmp_path, "codex", config, extra)
+    row = last_experiment(project, result)
+    assert row["decision"] == "keep", row["why"]
+    assert row["rationale"] == "X = 2 minimizes (X - 2)^2"
+    assert row["cost_tokens"] == 5400
+    assert abs(row["cost_usd"] - (5000 * 1.25 + 400 * 10) / 1e6) < 1e-12
+    assert json.loads(row["meta"]) == {"session": "thread-0001"}
+    [call] = calls(bin_dir)
+    argv = call["argv"]
+    assert argv[:7] == ["exec", "--sandbox", "workspace-write", "-C", call["cwd"],
+                        "--skip-git-repo-check", "--json"]  # fmt: skip
+    assert argv[7:9] == ["-m", "gpt-5-codex"] and len(argv) == 10
+    assert "Push X toward the minimum of the score." in argv[-1]  # the prompt comes last
+    assert call["stdin"] == ""  # closed: codex would wait for it otherwise
+
+
+def test_aider_gets_a_message_file_and_its_cost_line_is_read(tmp_path: Path) -> None:
+    # aider's own files in the worktree are cleaned away, not taken for the proposal
+    write = {**BEST, ".aider.chat.history.md": "# chat\n", ".aider.tags.cache.v4/x": "1"}
+    config = {"write": write, "stdout": AIDER_OUTPUT}
+    project, bin_dir, result = run_agent(tmp_path, "aider", config, 'model = "sonnet"')
+    row = last_experiment(project, result)
+    assert row["decision"] == "keep", row["why"]
+    assert row["rationale"] == "X = 2 is the minimum of (X - 2)^2"
+    assert row["cost_tokens"] == 2300 + 120 and row["cost_usd"] == 0.0079
+    assert json.loads(row["files"]) == ["value.py"]
+    [call] = calls(bin_dir)
+    argv = call["argv"]
+    assert argv[:2] == ["--message-file", ".ratchet-agent-prompt"]
+    for flag in ("--yes-always", "--no-auto-commits", "--no-dirty-commits", "--no-stream",
+                 "--no-pretty", "--no-check-update", "--analytics-disable"):  # fmt: skip
+        assert flag in argv
+    assert argv[-5:] == ["--model", "sonnet", "value.py", "--read", "score.py"]
+    assert "secret_eval.py" not in argv  # protected, and not context
+    assert "Push X toward the minimum of the score." in call["message"]
+    slot = Path(call["cwd"])
+    assert not list(slot.glob(".ratchet-agent-*")) and not list(slot.glob(".aider*"))
+
+
+def test_only_the_named_secrets_reach_the_agent(tmp_path: Path) -> None:
+    config = {"write": BEST, "stdout": codex_events()}
+    project, bin_dir, result = run_agent(tmp_path, "codex", config, 'env = ["AGENT_TOKEN"]')
+    assert last_experiment(project, result)["decision"] == "keep"
+    [call] = calls(bin_dir)
+    assert call["env"]["AGENT_TOKEN"] == KEY
+    assert call["env"]["OTHER_SECRET"] is None
+
+
+def test_a_change_outside_the_scope_is_thrown_away(tmp_path: Path) -> None:
+    write = {**BEST, "score.py": "print('score: 0')\n"}
+    config = {"write": write, "stdout": json.dumps(CLAUDE_RESULT)}
+    project, _, result = run_agent(tmp_path, "claude-code", config)
+    row = last_experiment(project, result)
+    assert row["decision"] == "out-of-scope" and "score.py" in row["why"]
+    assert git(project, "show", "ratchet/default:score.py").startswith("from value import X")
+
+
+def test_an_error_claude_reports_is_an_invalid_proposal(tmp_path: Path) -> None:
+    error = {**CLAUDE_RESULT, "subtype": "success", "is_error": True,
+             "result": "Credit balance is too low"}  # fmt: skip
+    config = {"write": BEST, "stdout": json.dumps(error), "exit": 1}
+    project, _, result = run_agent(tmp_path, "claude-code", config)
+    row = last_experiment(project, result)
+    assert row["decision"] == "invalid-proposal"
+    assert row["why"] == "claude reported an error: Credit balance is too low"
+    assert git(project, "show", "ratchet/default:value.py") == "X = 5"
+
+
+def test_output_that_is_not_the_clis_json_is_an_invalid_proposal(tmp_path: Path) -> None:
+    config = {"write": BEST, "stdout": "hello there\n"}
+    project, _, result = run_agent(tmp_path, "claude-code", config)
+    row = last_experiment(project, result)
+    assert row["decision"] == "invalid-proposal"
+    assert row["why"] == "claude printed no JSON result: hello there"
+
+
+def test_a_cli_that_fails_is_an_invalid_proposal_with_its_last_line(tmp_path: Path) -> None:
+    config = {"stderr": "starting\nerror: 401 Unauthorized\n", "exit": 1}
+    project, _, result = run_agent(tmp_path, "codex", config)
+    row = last_experiment(project, result)
+    assert row["decision"] == "invalid-proposal"
+    assert row["why"] == "codex exited with code 1: error: 401 Unauthorized"
+
+
+def test_a_failed_codex_turn_is_an_invalid_proposal_with_its_message(tmp_path: Path) -> None:
+    config = {"write": BEST, "stdout": codex_events(failed="stream disconnected"), "exit": 1}
+    project, _, result = run_agent(tmp_path, "codex", config)
+    row = last_experiment(project, result)
+    assert row["decision"] == "invalid-proposal"
+    assert row["why"] == "codex reported an error: stream disconnected"
+
+
+def test_a_cli_past_its_budget_is_killed(tmp_path: Path) -> None:
+    config = {"write": BEST, "sleep": 60, "stdout": json.dumps(CLAUDE_RESULT)}
+    project, _, result = run_agent(tmp_path, "claude-code", config, budget="1s")
+    row = last_experiment(project, result)
+    assert row["decision"] == "invalid-proposal"
+    assert row["why"] == "claude ran past the proposal's 1s budget and was killed"
+
+
+def test_a_missing_cli_is_a_one_line_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    path = f"{empty}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin"
+    _, _, result = run_agent(tmp_path, "aider", {}, path=path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "ratchet: error: aider not found on PATH; install aider or set [proposer] executable"
+    )
+
+
+def test_the_spec_may_name_the_executable(tmp_path: Path) -> None:
+    bin_dir = install_stubs(tmp_path, {})
+    own = tmp_path / "tools" / "my-claude"
+    own.parent.mkdir()
+    own.write_text((bin_dir / "claude").read_text())
+    own.chmod(0o755)
+    config = {"write": BEST, "stdout": json.dumps(CLAUDE_RESULT)}
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    path = f"{empty}{os.pathsep}{os.environ['PATH']}"  # no claude there
+    project, _, result = run_agent(
+        tmp_path, "claude-code", config, f'executable = "{own}"', path=path
+    )
+    assert last_experiment(project, result)["decision"] == "keep"
+    assert [c["name"] for c in calls(bin_dir)] == ["my-claude"]
+
+    (project / "ratchet.toml").write_text(
+        (project / "ratchet.toml").read_text().replace(str(own), "tools/nothing")
+    )
+    git(project, "commit", "-qam", "a missing executable")
+    result = ratchet(project, "run", "--name", "second")
+    assert result.returncode == 2
+    assert "[proposer] executable: tools/nothing is not an executable file" in result.stderr
+
+
+# the parsers, on the variations the runs above do not show ------------------------------
+def test_aider_token_counts_with_suffixes_and_without_a_cost() -> None:
+    text = (
+        "Tokens: 950 sent, 12k received.\n"
+        "Rationale: first\n"
+        "Tokens: 1.5M sent, 2.1k cache write, 300 cache hit, 40 received.\n"
+    )
+    reply = _parse_aider(text)
+    assert (reply.tokens_in, reply.tokens_out) == (950 + 1_500_000, 12_000 + 40)
+    assert reply.usd is None and reply.rationale == "first"
+    edited = _parse_aider("Applied edit to value.py\nApplied edit to value.py\n")
+    assert edited.rationale == "aider edited value.py" and edited.tokens_in == 0
+
+
+def test_claude_json_printed_pretty_and_a_markdown_rationale() -> None:
+    data = {**CLAUDE_RESULT, "result": "Changed it.\n**Rationale:** smaller X"}
+    reply = _parse_claude(json.dumps(data, indent=2))
+    assert reply.rationale == "smaller X" and reply.usd == 0.0421
+    assert _parse_claude(json.dumps({**data, "result": "just this"})).rationale == "just this"
+
+
+def test_a_long_history_is_trimmed_oldest_first_to_fit_the_prompt() -> None:
+    history = [{"id": i, "why": "x" * 500} for i in range(400)]
+    text = _compact({"run": "r", "history": history, "recent_failures": []})
+    assert len(text) <= 40_000
+    kept = json.loads(text)["history"]
+    assert kept and kept[-1]["id"] == 399 and kept[0]["id"] > 0
