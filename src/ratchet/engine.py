@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +19,14 @@ from ratchet import workspace
 from ratchet.brief import History, render_brief, write_brief
 from ratchet.environment import Redactor, child_environment
 from ratchet.errors import RunError
+from ratchet.events import (
+    ExperimentDecided,
+    Observer,
+    RunStarted,
+    RunStopped,
+    StageStarted,
+)
+from ratchet.executors import make_executor
 from ratchet.integrity import shadowing_paths
 from ratchet.journal import (
     NO_MEASUREMENT,
@@ -35,12 +43,14 @@ from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext,
 from ratchet.runs import open_run, reconcile_branch
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
 from ratchet.sandbox.select import choose_sandbox
+from ratchet.scheduler import Scheduler, Stopped
 from ratchet.spec import Spec
 from ratchet.workspace import GitError, Slot
 
 JOURNAL_FILE = "journal.db"
 RESULTS_FILE = "results.tsv"
 BASELINE_REPEATS = 3  # the baseline is measured this often: the first estimate of the noise
+MAX_REBASES = 3  # a would-be keep chasing an incumbent that keeps moving is `stale` after these
 
 
 def state_dir(project: Path) -> Path:
@@ -51,63 +61,15 @@ def open_journal(project: Path) -> Journal:
     return Journal(state_dir(project) / JOURNAL_FILE)
 
 
-# events, for whoever watches the run --------------------------------------------------
-@dataclass(frozen=True)
-class RunStarted:
-    run: RunRecord
-    proposer: str
-    sandbox: str
-    resumed: bool
-    interrupted: list[int]
-    incumbent: ExperimentRecord | None
-
-
-@dataclass(frozen=True)
-class StageStarted:
-    experiment: int
-    stage: str  # proposing | measuring
-    budget: float
-    at: float
-
-
-@dataclass(frozen=True)
-class ExperimentDecided:
-    record: ExperimentRecord
-    incumbent: ExperimentRecord
-
-
-@dataclass(frozen=True)
-class RunStopped:
-    reason: str
-    incumbent: ExperimentRecord | None
-    baseline: ExperimentRecord | None
-
-
-Event = RunStarted | StageStarted | ExperimentDecided | RunStopped
-Observer = Callable[[Event], None]
-
-
-class Stopped(Exception):
-    """Ctrl-C or SIGTERM: finish the bookkeeping of the experiment in flight and stop."""
-
-
 class _SignalGate:
-    """Turns SIGINT and SIGTERM into `Stopped`, held back while a keep is being recorded.
+    """Turns SIGINT and SIGTERM into `Stopped`, raised in the main thread.
 
-    A keep is two writes (the journal, then the branch); a stop between them is harmless
-    after a restart, but a stop must never turn a recorded keep into `interrupted`.
+    Slots record keeps in threads of their own, which signals never interrupt, so a keep's
+    two writes (the journal, then the branch) are never cut apart by a stop.
     """
 
-    def __init__(self) -> None:
-        self.shielded = False
-        self.pending: str | None = None
-
     def handler(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self.shielded:
-            self.pending = name
-            return
-        raise Stopped(name)
+        raise Stopped(signal.Signals(signum).name)
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -119,16 +81,6 @@ class _SignalGate:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-
-    @contextmanager
-    def shield(self) -> Iterator[None]:
-        self.shielded = True
-        try:
-            yield
-        finally:
-            self.shielded = False
-        if self.pending is not None:
-            raise Stopped(self.pending)
 
 
 @dataclass(frozen=True)
@@ -169,16 +121,22 @@ class Engine:
         self.state = state_dir(project)
         self.redact = Redactor()
         self.sandbox, self.sandbox_note = self._choose_sandbox(spec.sandbox.network, [])
+        self.parallel = spec.executor.parallel
         # the proposer reads its brief, which lives outside the worktree
-        brief = [self.state / "brief-0.json"]
-        self.proposer_sandbox, _ = self._choose_sandbox(spec.proposer.network_allowed, brief)
+        briefs = [self.state / f"brief-{i}.json" for i in range(self.parallel)]
+        self.proposer_sandbox, _ = self._choose_sandbox(spec.proposer.network_allowed, briefs)
         self.policy = policy_for(
             spec.policy.kind,
             spec.policy.confidence,
             spec.policy.min_delta,
             spec.policy.max_repeats,
         )
-        self.env = child_environment(allow=spec.sandbox.allow_env)
+        env = child_environment(allow=spec.sandbox.allow_env)
+        gpus = spec.executor.gpus
+        self.envs = [  # a slot of its own GPU: measurements on one never share it
+            {**env, "CUDA_VISIBLE_DEVICES": str(gpus[i % len(gpus)])} if gpus else env
+            for i in range(self.parallel)
+        ]
         self.results = self.state / RESULTS_FILE
 
     # the loop -----------------------------------------------------------------------
@@ -193,9 +151,9 @@ class Engine:
         """Open the run, repair what a crash left, and ready the slot and the judge."""
         run, resumed = open_run(self.project, self.spec, self.journal, self.name)
         (self.state / ".gitignore").write_text("*\n")  # ratchet's state is never tracked
-        slot_path = self.project / workspace.SLOTS_DIR / "0"
-        if kill_leftover(pidfile_for(slot_path)):
-            self.journal.audit(self.name, "orphan-killed", slot=0)
+        for index in range(max(self.parallel, _slot_count(self.project))):
+            if kill_leftover(pidfile_for(self.project / workspace.SLOTS_DIR / str(index))):
+                self.journal.audit(self.name, "orphan-killed", slot=index)
         interrupted = self.journal.interrupt_unfinished(self.name)
         if interrupted:
             self.journal.audit(self.name, "interrupted-marked", experiments=interrupted)
@@ -210,17 +168,21 @@ class Engine:
         )
         export_tsv(self.journal, self.name, self.spec.metric.name, self.results)
         incumbent = self.journal.incumbent(self.name)
-        self.slot = workspace.ensure_slot(
-            self.project, 0, incumbent.commit if incumbent and incumbent.commit else run.base_commit
-        )
+        start = incumbent.commit if incumbent and incumbent.commit else run.base_commit
+        self.slots = [workspace.ensure_slot(self.project, i, start) for i in range(self.parallel)]
+        for index in range(self.parallel):
+            (self.state / f"brief-{index}.json").touch()  # bwrap binds each brief before it exists
+        self.executor = make_executor(self.spec, self.project, self.sandbox)
         self.started = RunStarted(
             run, self.spec.proposer.kind, self.sandbox_note, resumed, interrupted, incumbent
         )
         self.session_start = time.monotonic()
         self.counts = self.journal.counts(self.name)
+        self.earlier_elapsed = self.counts.elapsed  # of earlier sessions: this one is wall time
         self.history = History.load(self.journal, self.name)
-        self.judge = Judge(self.spec, self.journal, self.name, self.policy, self.sandbox,
-                           self.env, self.redact, self._on_measure)  # fmt: skip
+        self.judge = Judge(self.spec, self.journal, self.name, self.policy, self.executor,
+                           self.sandbox, self.envs, self.redact, self._on_measure)  # fmt: skip
+        self.scheduler = Scheduler()
         directive = self.spec.scope.directive
         self.directive = (self.project / directive).read_text(errors="replace") if directive else ""
         self.signals = _SignalGate()
@@ -229,40 +191,65 @@ class Engine:
     def run(self) -> RunStopped:
         run, incumbent = self._prepare()
         self.observe(self.started)
-        slot = self.slot
         reason = "stopped"
         with self.signals.installed():
             try:
                 if incumbent is None:
-                    incumbent = self._measure_baseline(slot, run)
+                    incumbent = self._measure_baseline(self.slots[0], run)
                     if incumbent.decision != "keep":
                         reason = f"the baseline measurement failed ({incumbent.decision}): {incumbent.why}"
                         return self._stop(reason, None)
-                workspace.reset_slot(slot, self._commit(incumbent))
-                proposer = self._make_proposer(slot)
-                while (stop_reason := self._stop_reason(incumbent)) is None:
-                    incumbent = self._run_experiment(self.slot, proposer, incumbent)
-                reason = stop_reason
+                workspace.reset_slot(self.slots[0], self._commit(incumbent))
+                self.incumbent = incumbent
+                self.proposer = self._make_proposer(self.slots[0])
+                self.stop_reason: str | None = None
+                self.in_flight = 0
+                self.judge.waiting = self.scheduler.waiting
+                self.scheduler.run(self.parallel, self._next_experiment, self._interrupt_slots)
+                reason = self.stop_reason or "stopped"
             except Stopped as stop:
                 reason = f"stopped by {stop}"
+            finally:
+                self.executor.close()
         return self._stop(reason, self.journal.incumbent(self.name))
+
+    def _next_experiment(self, index: int) -> bool:
+        """Run one experiment in slot `index`, unless the run should stop (lock held)."""
+        if self.stop_reason is None:
+            self.stop_reason = self._stop_reason(self.incumbent)
+        if self.stop_reason is not None:
+            return False
+        self.in_flight += 1
+        try:
+            self._run_experiment(self.slots[index], self.proposer)
+        finally:
+            self.in_flight -= 1
+        return True
+
+    def _interrupt_slots(self) -> None:
+        """Kill what every slot waits for, so that each can record its experiment."""
+        for slot in self.slots:
+            kill_leftover(pidfile_for(slot.path))
 
     def measure_noise(self, repeats: int) -> NoiseReport:
         """Measure the incumbent `repeats` more times (the baseline first, in a new run)."""
         run, incumbent = self._prepare()
         with self.signals.installed():
             if incumbent is None:
-                incumbent = self._measure_baseline(self.slot, run)
+                incumbent = self._measure_baseline(self.slots[0], run)
                 if incumbent.decision != "keep":
                     raise RunError(f"the baseline measurement failed: {incumbent.why}")
                 repeats = max(0, repeats - self.spec.policy.baseline_repeats)
-            workspace.reset_slot(self.slot, self._commit(incumbent))
+            workspace.reset_slot(self.slots[0], self._commit(incumbent))
             for _ in range(repeats):
-                measurement = self.judge.measure(incumbent.id, self.slot)
+                measurement = self.judge.measure(
+                    incumbent.id, self.slots[0], self._commit(incumbent)
+                )
                 if not measurement.ok:
                     raise RunError(f"a measurement of the incumbent failed: {measurement.why}")
                 assert measurement.value is not None
                 self.judge.noise.add(str(incumbent.id), measurement.value)
+        self.executor.close()
         report = self.judge.noise_report(incumbent.id)
         self.journal.update_value(incumbent.id, report.mean)
         self.journal.audit(self.name, "noise-estimated", **report.__dict__)
@@ -270,9 +257,10 @@ class Engine:
 
     def _repair(self, slot: Slot, commit: str) -> Slot:
         """Rebuild a slot that a proposal or candidate broke; later experiments use it."""
-        self.slot = workspace.ensure_slot(self.project, slot.index, commit, rebuild=True)
+        rebuilt = workspace.ensure_slot(self.project, slot.index, commit, rebuild=True)
+        self.slots[slot.index] = rebuilt
         self.journal.audit(self.name, "slot-rebuilt", slot=slot.index)
-        return self.slot
+        return rebuilt
 
     def _stop(self, reason: str, incumbent: ExperimentRecord | None) -> RunStopped:
         self.journal.audit(self.name, "run-stopped", reason=reason)
@@ -291,9 +279,10 @@ class Engine:
 
     def _stop_reason(self, incumbent: ExperimentRecord) -> str | None:
         limits, counts = self.limits, self.counts
-        if limits.max_experiments is not None and counts.experiments >= limits.max_experiments:
+        started = counts.experiments + getattr(self, "in_flight", 0)
+        if limits.max_experiments is not None and started >= limits.max_experiments:
             return f"reached max_experiments ({limits.max_experiments})"
-        elapsed = counts.elapsed + (time.monotonic() - self.session_start)
+        elapsed = self._elapsed()
         if limits.max_time is not None and elapsed >= limits.max_time:
             return f"reached max_time ({format_seconds(limits.max_time)})"
         if limits.patience is not None and counts.since_keep >= limits.patience:
@@ -326,12 +315,12 @@ class Engine:
         return self._decide(experiment, verdict.decision, verdict.why, verdict.measurement,
                             commit, None, verdict.value)  # fmt: skip
 
-    def _on_measure(self, experiment: int) -> None:
-        self.observe(StageStarted(experiment, "measuring", self.spec.metric.budget, time.time()))
+    def _on_measure(self, experiment: int, slot: int) -> None:
+        budget = self.spec.metric.budget
+        self.observe(StageStarted(experiment, "measuring", budget, time.time(), slot))
 
-    def _run_experiment(
-        self, slot: Slot, proposer: Proposer, incumbent: ExperimentRecord
-    ) -> ExperimentRecord:
+    def _run_experiment(self, slot: Slot, proposer: Proposer) -> ExperimentRecord:
+        incumbent = self.incumbent
         parent = self._commit(incumbent)
         experiment = self.journal.begin_experiment(self.name, slot.index, parent, proposer.name)
         try:
@@ -342,15 +331,17 @@ class Engine:
                 why = (
                     f"stopped by {stop} while the experiment was in flight; nothing of it was kept"
                 )
-                self._decide(experiment, "interrupted", why, None, None, incumbent)
+                self._decide(experiment, "interrupted", why, None, None, self.incumbent)
             raise
         outcome = Outcome(
             record.id, record.decision or "", record.value, incumbent.value, record.meta
         )
         proposer.observe(outcome)
         if record.decision == "keep":
-            return record
-        return self.journal.experiment(incumbent.id) or incumbent
+            self.incumbent = record
+        else:  # its value may have moved: re-measured while this candidate was judged
+            self.incumbent = self.journal.experiment(self.incumbent.id) or self.incumbent
+        return record
 
     def _attempt(
         self,
@@ -366,9 +357,11 @@ class Engine:
             slot = self._repair(slot, parent)  # the last candidate broke it
         brief_path = self.state / f"brief-{slot.index}.json"
         write_brief(brief_path, self._brief(experiment, incumbent), self.redact)
-        self.observe(StageStarted(experiment, "proposing", self.spec.proposer.budget, time.time()))
+        budget = self.spec.proposer.budget
+        self.observe(StageStarted(experiment, "proposing", budget, time.time(), slot.index))
         try:
-            proposal = proposer.propose(slot.path, brief_path)
+            with self.scheduler.waiting():  # other slots decide while this one proposes
+                proposal = proposer.propose(slot.path, brief_path)
             change = workspace.collect_change(slot, parent)
         except ProposalError as error:
             return self._decide(experiment, "invalid-proposal", str(error), None, None, incumbent)
@@ -426,20 +419,42 @@ class Engine:
     def _judge(
         self, experiment: int, slot: Slot, rationale: str, incumbent: ExperimentRecord, parent: str
     ) -> ExperimentRecord:
-        verdict = self.judge.candidate(experiment, slot, incumbent.id, parent)
+        """Judge the candidate; a would-be keep whose incumbent was replaced meanwhile is
+        rebased onto the new one (three-way) and judged again, or is `stale`."""
+        key = str(experiment)
+        for rebases in range(MAX_REBASES + 1):
+            verdict = self.judge.candidate(experiment, slot, incumbent.id, parent, key)
+            current = self.incumbent
+            if verdict.decision != "keep" or current.id == incumbent.id:
+                break
+            onto = self._commit(current)
+            merged = workspace.rebase_tree(slot, parent, onto, workspace.staged_tree(slot))
+            if merged is None or rebases == MAX_REBASES:
+                reason = ("its change conflicts with #{}'s" if merged is None else
+                          f"the incumbent moved {MAX_REBASES + 1} times while it was judged; "
+                          "#{} is the latest").format(current.id)  # fmt: skip
+                why = (f"stale: would keep against #{incumbent.id}, but #{current.id} was kept "
+                       f"meanwhile and {reason}")  # fmt: skip
+                return self._decide(experiment, "stale", why, verdict.measurement, None,
+                                    current, verdict.value)  # fmt: skip
+            workspace.checkout_tree(slot, merged)
+            self.journal.audit(self.name, "rebased", experiment=experiment, onto=current.id)
+            incumbent, parent, key = current, onto, f"{experiment}:rebased-{rebases + 1}"
         if verdict.decision != "keep":
-            return self._decide(experiment, verdict.decision, verdict.why, verdict.measurement,
-                                None, incumbent, verdict.value)  # fmt: skip
-        current = self.journal.experiment(incumbent.id)
-        old = current.value if current and current.value is not None else incumbent.value
+            why = verdict.why
+            if self.incumbent.id != incumbent.id:  # the newer incumbent beat that one
+                why += f"; #{self.incumbent.id} has been kept since"
+            return self._decide(experiment, verdict.decision, why, verdict.measurement,
+                                None, self.incumbent, verdict.value)  # fmt: skip
+        latest = self.journal.experiment(incumbent.id)
+        old = latest.value if latest and latest.value is not None else incumbent.value
         assert old is not None and verdict.value is not None
         message = _commit_message(rationale, self.spec.metric.name, old, verdict.value,
                                   experiment, self.name)  # fmt: skip
         commit = workspace.commit_candidate(slot, parent, self.redact(message))
-        with self.signals.shield():
-            record = self._decide(experiment, "keep", verdict.why, verdict.measurement, commit,
-                                  incumbent, verdict.value)  # fmt: skip
-            workspace.advance_branch(self.project, self.name, commit, parent)  # journal first
+        record = self._decide(experiment, "keep", verdict.why, verdict.measurement, commit,
+                              incumbent, verdict.value)  # fmt: skip
+        workspace.advance_branch(self.project, self.name, commit, parent)  # journal first
         return record
 
     def _decide(
@@ -483,11 +498,14 @@ class Engine:
             elapsed=self.counts.elapsed + ((record.ended_at or 0) - record.started_at),
             cost_usd=self.counts.cost_usd + record.cost_usd,
         )
-        self.session_start = time.monotonic()  # elapsed so far now lives in the counts
+
+    def _elapsed(self) -> float:
+        """Wall time: this session's, plus the experiment time of earlier ones."""
+        return self.earlier_elapsed + (time.monotonic() - self.session_start)
 
     def _brief(self, experiment: int, incumbent: ExperimentRecord) -> str:
         limits, counts = self.limits, self.counts
-        elapsed = counts.elapsed + (time.monotonic() - self.session_start)
+        elapsed = self._elapsed()
         budget_left: dict[str, float | int | None] = {
             "experiments": None
             if limits.max_experiments is None
@@ -506,6 +524,12 @@ class Engine:
             totals,
             {"sd": self.judge.noise.estimate.sd, "df": self.judge.noise.estimate.df},
         )
+
+
+def _slot_count(project: Path) -> int:
+    """How many slot worktrees an earlier session left: their orphans are killed too."""
+    slots = project / workspace.SLOTS_DIR
+    return sum(1 for path in slots.iterdir() if path.name.isdigit()) if slots.is_dir() else 0
 
 
 def _commit_message(

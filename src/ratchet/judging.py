@@ -8,14 +8,17 @@ a keep. The incumbent is re-measured in the same slot when the policy needs it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from ratchet import workspace
+from ratchet.executors import Executor
 from ratchet.gates import check_gates, parse_gates
 from ratchet.integrity import compare_digests, digest_protected
 from ratchet.journal import Journal
@@ -56,13 +59,17 @@ class Judge:
         journal: Journal,
         run: str,
         policy: Policy,
+        executor: Executor,
         sandbox: Sandbox,
-        env: Mapping[str, str],
+        envs: Sequence[Mapping[str, str]],
         redact: Callable[[str], str],
-        on_measure: Callable[[int], None],
+        on_measure: Callable[[int, int], None],
     ) -> None:
         self.spec, self.journal, self.run, self.policy = spec, journal, run, policy
-        self.sandbox, self.env, self.redact, self.on_measure = sandbox, env, redact, on_measure
+        self.executor, self.sandbox = executor, sandbox  # the sandbox: checks and holdout
+        self.envs, self.redact, self.on_measure = envs, redact, on_measure
+        # while a measurement runs, other slots may decide (see scheduler.py)
+        self.waiting: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         self.gates = parse_gates(spec.metric.gates)
         record = journal.run(run)
         self.salt = f"{run}:{record.base_commit}:{record.created_at}" if record else run
@@ -70,30 +77,42 @@ class Judge:
         for experiment, value in journal.measured_values(run):
             self.noise.add(str(experiment), value)
 
-    def seed(self, experiment: int) -> int:
+    def seed(self, key: str) -> int:
         """Paired: the k-th measurement of every commit gets seed k. Otherwise a hash of
         the run, the experiment and k: unrelated across measurements, experiments and
         runs, so that no generator seeded with it draws correlated values."""
-        k = self.noise.samples(str(experiment)).n
+        k = self.noise.samples(key).n
         if self.spec.policy.paired_seeds:
             return k
-        key = f"{self.salt}:{experiment}:{k}".encode()
-        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % 2**31
+        salted = f"{self.salt}:{key}:{k}".encode()
+        return int.from_bytes(hashlib.blake2b(salted, digest_size=8).digest(), "big") % 2**31
 
-    def measure(self, experiment: int, slot: Slot) -> Measurement:
-        """One measurement, recorded in the journal and, when it succeeded, in the noise."""
-        self.on_measure(experiment)
-        m = measure_candidate(slot.path, self.spec.metric, self.sandbox, self.env,
-                              self.seed(experiment), self.redact)  # fmt: skip
-        self.journal.add_measurement(experiment, m.seed, m.status, m.value, m.metrics,
+    def measure(
+        self, experiment: int, slot: Slot, tree: str, key: str | None = None
+    ) -> Measurement:
+        """One measurement of `tree` (checked out in `slot`), recorded in the journal.
+
+        `key` names the samples it belongs to when they are not the experiment's own: a
+        candidate rebased onto a newer incumbent is another program. Its measurements are
+        recorded as `rebased`, which the noise estimate of a resumed run leaves out.
+        """
+        key = key or str(experiment)
+        self.on_measure(experiment, slot.index)
+        seed = self.seed(key)
+        with self.waiting():
+            m = self.executor.measure(slot, tree, self.spec.metric, self.envs[slot.index], seed,
+                                      self.redact)  # fmt: skip
+        status = "rebased" if m.ok and key != str(experiment) else m.status
+        self.journal.add_measurement(experiment, m.seed, status, m.value, m.metrics,
                                      m.duration, m.output, m.started_at)  # fmt: skip
         return m
 
     def baseline(self, experiment: int, slot: Slot) -> Verdict:
         repeats = 1 if self.policy.max_measurements == 1 else self.spec.policy.baseline_repeats
         last: Measurement | None = None
+        base = workspace.staged_tree(slot)
         for _ in range(repeats):
-            last = self.measure(experiment, slot)
+            last = self.measure(experiment, slot, base)
             if not last.ok:
                 return Verdict(last.status, f"baseline: {last.why}", None, last)
             assert last.value is not None
@@ -104,8 +123,11 @@ class Judge:
         why = f"baseline: {self.spec.metric.name} {samples.mean:.6g} on the base commit{spread}"
         return Verdict("keep", why, samples.mean, last)
 
-    def candidate(self, experiment: int, slot: Slot, incumbent: int, parent: str) -> Verdict:
+    def candidate(
+        self, experiment: int, slot: Slot, incumbent: int, parent: str, key: str | None = None
+    ) -> Verdict:
         """Measure the candidate in `slot` (its change collected) until the policy decides."""
+        key = key or str(experiment)
         protected = self.spec.scope.protected
         reference = digest_protected(slot.path, protected) if protected else {}
         candidate_tree = workspace.staged_tree(slot)
@@ -113,25 +135,26 @@ class Judge:
         last: list[Measurement] = []
         tampered: list[str] = []
 
-        def tamper_check() -> bool:
+        def tamper_check(m: Measurement) -> bool:
+            tampered.extend(m.tampered)  # what a remote worker saw
             if protected:
                 tampered.extend(compare_digests(reference, digest_protected(slot.path, protected)))
             return bool(tampered)
 
         def measure_candidate_once() -> float | None:
-            m = self.measure(experiment, slot)
+            m = self.measure(experiment, slot, candidate_tree, key)
             last.append(m)
-            return None if tamper_check() or not m.ok else m.value
+            return None if tamper_check(m) or not m.ok else m.value
 
         def measure_incumbent_once() -> float | None:
             workspace.checkout_tree(slot, parent)
-            m = self.measure(incumbent, slot)
-            changed = tamper_check()
+            m = self.measure(incumbent, slot, parent)
+            changed = tamper_check(m)
             workspace.checkout_tree(slot, candidate_tree)
             return None if changed or not m.ok else m.value
 
         judgement = compare(
-            self.policy, self.noise, str(experiment), str(incumbent), self.spec.metric.goal,
+            self.policy, self.noise, key, str(incumbent), self.spec.metric.goal,
             self.spec.metric.name, measure_candidate_once, measure_incumbent_once,
             paired=self.spec.policy.paired_seeds,
         )  # fmt: skip
@@ -145,7 +168,7 @@ class Judge:
         if judgement is None:
             assert measurement is not None
             return Verdict(measurement.status, measurement.why, None, measurement)
-        value = self.noise.samples(str(experiment)).mean
+        value = self.noise.samples(key).mean
         if judgement.verdict != "keep":
             return Verdict("discard", judgement.why, value, measurement)
         assert measurement is not None
@@ -169,8 +192,10 @@ class Judge:
         assert metric.confirm is not None
         spec = metric.model_copy(update={"command": metric.confirm, "evaluate": None,
                                          "budget": metric.confirm_budget or metric.budget})  # fmt: skip
-        self.on_measure(experiment)
-        m = measure_candidate(slot.path, spec, self.sandbox, self.env, 0, self.redact)
+        self.on_measure(experiment, slot.index)
+        with self.waiting():
+            m = measure_candidate(slot.path, spec, self.sandbox, self.envs[slot.index], 0,
+                                  self.redact)  # fmt: skip
         status = "holdout" if m.ok else f"holdout-{m.status}"
         self.journal.add_measurement(experiment, m.seed, status, m.value, m.metrics, m.duration,
                                      m.output, m.started_at)  # fmt: skip
@@ -229,8 +254,9 @@ class Judge:
             return None
         started = time.monotonic()
         budget = self.spec.metric.checks_budget
-        result = self.sandbox.run(command, slot.path, self.env, budget, self.spec.metric.grace,
-                                  pidfile_for(slot.path))  # fmt: skip
+        with self.waiting():
+            result = self.sandbox.run(command, slot.path, self.envs[slot.index], budget,
+                                      self.spec.metric.grace, pidfile_for(slot.path))  # fmt: skip
         if result.timed_out:
             return f"the checks ran past their {format_seconds(budget)} budget"
         if result.returncode != 0:

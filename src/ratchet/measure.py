@@ -35,6 +35,7 @@ class Measurement:
     why: str
     seed: int
     started_at: float = field(default_factory=time.time)
+    tampered: tuple[str, ...] = ()  # protected files a remote worker saw change
 
     @property
     def ok(self) -> bool:

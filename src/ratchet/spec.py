@@ -227,6 +227,24 @@ class SandboxSpec(_Section):
     expose: list[str] = []  # paths hidden by bwrap (under $HOME, /tmp) to show read-only
 
 
+class ExecutorSpec(_Section):
+    kind: Literal["local", "ray"] = "local"
+    parallel: int = Field(default=1, ge=1, le=256)  # slots: experiments measured at once
+    gpus: list[int] = []  # slot i gets CUDA_VISIBLE_DEVICES = gpus[i % len(gpus)]
+    address: str | None = None  # ray: "auto", "ray://head:10001", or none for a local cluster
+    num_cpus: float = Field(default=1.0, ge=0)  # ray: each measurement's resource request
+    num_gpus: float = Field(default=0.0, ge=0)
+    resources: dict[str, float] = {}  # ray: custom resources, e.g. {"a100" = 1}
+    shared_path: str | None = None  # ray: the project at this path on every worker
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ExecutorSpec:
+        ray_only = {"address", "resources", "shared_path"} & self.model_fields_set
+        if self.kind == "local" and ray_only:
+            raise ValueError(f"{sorted(ray_only)[0]}: only [executor] kind = 'ray' uses it")
+        return self
+
+
 class Spec(_Section):
     scope: ScopeSpec
     metric: MetricSpec
@@ -234,6 +252,7 @@ class Spec(_Section):
     policy: PolicySpec = PolicySpec()
     proposer: ProposerSpec = ProposerSpec()
     sandbox: SandboxSpec = SandboxSpec()
+    executor: ExecutorSpec = ExecutorSpec()
 
     def digest(self) -> str:
         """A short fingerprint of the spec, recorded with each run start."""

@@ -12,7 +12,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ratchet.engine import Event, ExperimentDecided, RunStarted, RunStopped, StageStarted
+from ratchet.events import Event, ExperimentDecided, RunStarted, RunStopped, StageStarted
 from ratchet.journal import ExperimentRecord
 
 RECENT = 8

@@ -223,6 +223,16 @@ def checkout_tree(slot: Slot, tree: str) -> None:
         raise GitError(f"checking out in slot {slot.index} failed: {error}") from None
 
 
+def rebase_tree(slot: Slot, base: str, onto: str, tree: str) -> str | None:
+    """`tree`'s change from `base`, merged onto `onto` (three-way); None on a conflict."""
+    repo = slot.repo
+    ancestor, ours, theirs = (repo[pygit2.Oid(hex=x)].peel(pygit2.Tree) for x in (base, onto, tree))
+    merged = repo.merge_trees(ancestor, ours, theirs)
+    if merged.conflicts is not None:
+        return None
+    return str(merged.write_tree(repo))
+
+
 def normalized_patch_hash(patch: str) -> str:
     """What a patch changes (files, removed and added lines), blind to context and blanks."""
     kept = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,7 @@ class KnobsProposer:
                 "[proposer] kind = 'knobs' found no knob in the editable files; annotate a "
                 "constant like `LR = 0.01  # ratchet: knob log 1e-4..1e-1`"
             )
+        self.lock = threading.Lock()  # slots propose at once; the study is one
         self.generation = -1
         self._new_study()
         self._replay(context)
@@ -221,6 +223,10 @@ class KnobsProposer:
             pass  # a value outside today's range: the knob was re-annotated
 
     def propose(self, worktree: Path, brief_path: Path) -> Proposal:
+        with self.lock:
+            return self._propose(worktree, brief_path)
+
+    def _propose(self, worktree: Path, brief_path: Path) -> Proposal:
         self._refresh(worktree, brief_path)
         trial = self.study.ask(self.distributions)
         params = {key: _rounded(value, self.knobs[key]) for key, value in trial.params.items()}
@@ -237,6 +243,10 @@ class KnobsProposer:
         return Proposal(rationale=rationale, meta=meta)
 
     def observe(self, outcome: Outcome) -> None:
+        with self.lock:
+            self._observe(outcome)
+
+    def _observe(self, outcome: Outcome) -> None:
         number = outcome.meta.get("trial")
         if not isinstance(number, int) or outcome.meta.get("study", 0) != self.generation:
             return  # not this study's trial: the knobs changed since it was asked

@@ -19,6 +19,7 @@ others.
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class PortfolioProposer:
         self.members: list[Proposer | None] = [None] * len(self.specs)
         self.not_ready: list[str] = [""] * len(self.specs)
         self.random = random.Random(context.spec.proposer.seed)
+        self.lock = threading.Lock()  # slots propose at once: one draw, one start at a time
         for index in range(len(self.specs)):
             self._start(index, context)
         if not any(self.members):
@@ -66,7 +68,8 @@ class PortfolioProposer:
         raise ProposalError(f"no portfolio member is ready: {'; '.join(self.not_ready)}")
 
     def propose(self, worktree: Path, brief_path: Path) -> Proposal:
-        index, member = self._choose(worktree)
+        with self.lock:
+            index, member = self._choose(worktree)
         try:
             proposal = member.propose(worktree, brief_path)
         except ProposalError as error:
