@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import subprocess
@@ -79,6 +80,26 @@ def experiments(project: Path) -> list[dict[str, Any]]:
 
 def decisions(project: Path) -> list[str | None]:
     return [row["decision"] for row in experiments(project)]
+
+
+def check_consistent(project: Path, run: str = "default") -> None:
+    """The journal and the run branch agree: what `kill -9` at any moment must keep true."""
+    rows = experiments(project)
+    assert all(r["decision"] is not None for r in rows), "an experiment has no decision"
+    ids = [r["id"] for r in rows]
+    assert ids == sorted(set(ids))
+    keeps = {r["commit_sha"]: r for r in rows if r["decision"] == "keep"}
+    # the branch is exactly the chain of kept commits (in the order they were kept: with
+    # parallel slots, not always the order their experiments started in)
+    chain = git(project, "rev-list", "--reverse", f"ratchet/{run}").split()
+    assert set(chain[-len(keeps) :]) == set(keeps)
+    # every keep's parent is the keep before it
+    for before, after in itertools.pairwise(chain[-len(keeps) :]):
+        assert keeps[after]["parent"] == before
+    tsv = (project / ".ratchet" / "results.tsv").read_text().splitlines()
+    assert len(tsv) == len(rows) + 1
+    assert git(project, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert git(project, "status", "--porcelain") == ""
 
 
 SCORE_SPEC = """

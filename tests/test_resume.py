@@ -3,7 +3,6 @@ the journal and the branch agree, nothing is lost, nothing is counted twice."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import sqlite3
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GIT_ENV, experiments, git, ratchet
+from conftest import GIT_ENV, check_consistent, experiments, git, ratchet
 
 # Each step moves X one closer to 2, so every candidate is a keep until X = 2.
 DECREMENT = (
@@ -64,25 +63,6 @@ main()
 """
 
 
-def _check_consistent(project: Path) -> None:
-    rows = experiments(project)
-    assert all(r["decision"] is not None for r in rows), "an experiment has no decision"
-    ids = [r["id"] for r in rows]
-    assert ids == sorted(set(ids))
-    keeps = [r for r in rows if r["decision"] == "keep"]
-    # the branch is exactly the chain of kept commits, newest last
-    chain = git(project, "rev-list", "--reverse", "ratchet/default").split()
-    assert chain[-len(keeps) :] == [k["commit_sha"] for k in keeps]
-    assert git(project, "rev-parse", "ratchet/default") == keeps[-1]["commit_sha"]
-    # every keep's parent is the keep before it
-    for before, after in itertools.pairwise(keeps):
-        assert after["parent"] == before["commit_sha"]
-    tsv = (project / ".ratchet" / "results.tsv").read_text().splitlines()
-    assert len(tsv) == len(rows) + 1
-    assert git(project, "rev-parse", "--abbrev-ref", "HEAD") == "main"
-    assert git(project, "status", "--porcelain") == ""
-
-
 @pytest.mark.parametrize(
     ("point", "interrupted"),
     [
@@ -118,7 +98,7 @@ def test_killed_at_an_internal_step_then_resumed(
     assert len(counted) == 3  # the budget is honoured across the kill, nothing twice
     assert [r["decision"] for r in counted] == ["keep", "keep", "keep"]
     assert git(project, "show", "ratchet/default:value.py") == "X = 2"
-    _check_consistent(project)
+    check_consistent(project)
 
 
 def _wait_for(path: Path, timeout: float = 30) -> None:
@@ -165,7 +145,7 @@ def test_killed_while_a_child_runs_then_resumed(
     assert rows[len(rows) - 4]["decision"] == "interrupted"
     assert f"while the experiment was {stage}" in rows[len(rows) - 4]["why"]
     assert "marked interrupted" in result.stdout
-    _check_consistent(project)
+    check_consistent(project)
     # the orphaned child was found and killed when ratchet came back
     db = sqlite3.connect(project / ".ratchet" / "journal.db")
     events = [row[0] for row in db.execute("SELECT event FROM audit")]
@@ -194,4 +174,4 @@ def test_ctrl_c_records_the_experiment_in_flight_as_interrupted(
     assert "stopped by SIGINT while the experiment was in flight" in rows[-1]["why"]
     leftover = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True)
     assert leftover.returncode != 0  # the proposer's process group went with it
-    _check_consistent(project)
+    check_consistent(project)

@@ -438,6 +438,7 @@ class Engine:
                 return self._decide(experiment, "stale", why, verdict.measurement, None,
                                     current, verdict.value)  # fmt: skip
             workspace.checkout_tree(slot, merged)
+            self.journal.set_parent(experiment, onto)
             self.journal.audit(self.name, "rebased", experiment=experiment, onto=current.id)
             incumbent, parent, key = current, onto, f"{experiment}:rebased-{rebases + 1}"
         if verdict.decision != "keep":

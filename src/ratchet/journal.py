@@ -95,6 +95,7 @@ NO_MEASUREMENT = frozenset(
 )  # fmt: skip
 _AUTORESEARCH_STATUS = {
     "keep": "keep", "discard": "discard", "no-change": "discard", "duplicate": "discard",
+    "stale": "discard",
 }  # fmt: skip
 
 
@@ -381,6 +382,10 @@ class Journal:
         self.db.execute(
             "UPDATE experiments SET patch_hash = ? WHERE id = ?", (patch_hash, experiment)
         )
+
+    def set_parent(self, experiment: int, parent: str) -> None:
+        """A candidate rebased onto a newer incumbent: that is now its parent."""
+        self.db.execute("UPDATE experiments SET parent = ? WHERE id = ?", (parent, experiment))
 
     def set_holdout(self, experiment: int, value: float | None) -> None:
         self.db.execute("UPDATE experiments SET holdout = ? WHERE id = ?", (value, experiment))

@@ -19,6 +19,7 @@ RECENT = 8
 DECISION_STYLE = {
     "keep": "bold green",
     "discard": "yellow",
+    "stale": "yellow",
     "no-change": "dim",
     "interrupted": "magenta",
 }
@@ -84,7 +85,7 @@ class LiveView:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.header = Text("starting…")
-        self.stage: StageStarted | None = None
+        self.stages: dict[int, StageStarted] = {}  # by slot
         self.recent: deque[ExperimentRecord] = deque(maxlen=RECENT)
         self.incumbent: ExperimentRecord | None = None
         self.baseline: ExperimentRecord | None = None
@@ -110,7 +111,7 @@ class LiveView:
             )
             self.incumbent = event.incumbent
         elif isinstance(event, StageStarted):
-            self.stage = event
+            self.stages[event.slot] = event
         elif isinstance(event, ExperimentDecided):
             record = event.record
             self.recent.appendleft(record)
@@ -120,23 +121,23 @@ class LiveView:
                 self.counts["experiments"] += 1
                 self.counts["keeps"] += record.decision == "keep"
             self.incumbent = event.incumbent
-            self.stage = None
+            self.stages.pop(record.slot, None)
         elif isinstance(event, RunStopped):
-            self.stage = None
+            self.stages.clear()
             self.stopped = event.reason
 
     def render(self) -> RenderableType:
         parts: list[RenderableType] = [self.header]
-        if self.stage is not None:
-            elapsed = time.time() - self.stage.at
-            bar = ProgressBar(
-                total=self.stage.budget, completed=min(elapsed, self.stage.budget), width=40
-            )
+        stages = sorted(self.stages.items())  # a copy: slots report from their own threads
+        for slot, stage in stages:
+            elapsed = time.time() - stage.at
+            bar = ProgressBar(total=stage.budget, completed=min(elapsed, stage.budget), width=40)
             line = Table.grid(padding=(0, 1))
+            where = f"slot {slot}: " if len(stages) > 1 or slot else ""
             line.add_row(
-                f"experiment #{self.stage.experiment} {self.stage.stage}",
+                f"{where}experiment #{stage.experiment} {stage.stage}",
                 bar,
-                f"{elapsed:.1f}s / {self.stage.budget:g}s budget",
+                f"{elapsed:.1f}s / {stage.budget:g}s budget",
             )
             parts.append(line)
         table = Table(box=None, header_style="bold", pad_edge=False, expand=True)

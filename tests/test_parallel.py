@@ -1,0 +1,222 @@
+"""`[executor] parallel = N`: N slots propose and measure at once; one decides at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import GIT_ENV, check_consistent, experiments, git, make_project, ratchet
+
+# two constants, far enough apart that changing both is no conflict for a three-way merge
+FILES = {
+    "value.py": "A = 5\n\n# A and B are tuned apart\n\nB = 5\n",
+    "score.py": "from value import A, B\nprint(f'score: {(A - 2) ** 2 + (B - 2) ** 2}')\n",
+}
+
+
+def parallel_project(tmp_path: Path, propose: str, *, extra: str = "", slots: int = 2) -> Path:
+    spec = f"""
+[sandbox]
+kind = "process"
+[scope]
+editable = ["value.py"]
+protected = ["score.py", "measure.sh"]
+[metric]
+command = "sh measure.sh && {sys.executable} score.py"
+name = "score"
+grace = "0.5s"
+[proposer]
+kind = "command"
+command = '''{propose}'''
+[executor]
+parallel = {slots}
+{extra}
+"""
+    files = {**FILES, "measure.sh": "true\n"}
+    return make_project(tmp_path / "p", files, spec)
+
+
+def slot_of_worktree(then_0: str, then_1: str) -> str:
+    """A proposer command that does one thing in slot 0 and another in slot 1."""
+    return f'if [ "$(basename "$PWD")" = 0 ]; then {then_0}; else {then_1}; fi'
+
+
+def intervals(project: Path) -> list[tuple[int, float, float]]:
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    rows = db.execute(
+        "SELECT e.slot, m.started_at, m.started_at + m.duration FROM measurements m"
+        " JOIN experiments e ON e.id = m.experiment WHERE e.proposer != 'baseline'"
+    ).fetchall()
+    db.close()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def test_two_slots_measure_at_once(tmp_path: Path) -> None:
+    bump = "python3 -c \"import random; open('value.py','w').write(f'A = {random.random()}\\\\n\\\\nB = 5\\\\n')\""
+    project = parallel_project(tmp_path, bump, extra="")
+    (project / "measure.sh").write_text("sleep 0.5\n")
+    spec = (project / "ratchet.toml").read_text() + "[run]\nmax_experiments = 6\n"
+    (project / "ratchet.toml").write_text(spec)
+    git(project, "commit", "-qam", "a slow metric")
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)[1:]
+    assert len(rows) == 6
+    assert {r["slot"] for r in rows} == {0, 1}
+    spans = intervals(project)
+    overlapping = [
+        (a, b)
+        for a in spans
+        for b in spans
+        if a[0] == 0 and b[0] == 1 and a[1] < b[2] and b[1] < a[2]
+    ]
+    assert overlapping, f"no measurement of slot 0 overlapped one of slot 1: {spans}"
+    check_consistent(project)
+
+
+def test_each_slot_gets_its_own_gpu(tmp_path: Path) -> None:
+    bump = "python3 -c \"import random; open('value.py','w').write(f'A = {random.random()}\\\\n\\\\nB = 5\\\\n')\""
+    project = parallel_project(tmp_path, bump, extra="gpus = [3, 5]\n[run]\nmax_experiments = 4")
+    (project / "measure.sh").write_text('echo "gpu: $CUDA_VISIBLE_DEVICES"\n')
+    git(project, "commit", "-qam", "print the gpu")
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    seen = db.execute(
+        "SELECT e.slot, m.metrics FROM measurements m JOIN experiments e ON e.id = m.experiment"
+    ).fetchall()
+    db.close()
+    by_slot = {(slot, json.loads(metrics)["gpu"]) for slot, metrics in seen}
+    assert by_slot == {(0, 3.0), (1, 5.0)}
+
+
+def test_a_stale_keep_is_rebased_onto_the_new_incumbent_and_kept(tmp_path: Path) -> None:
+    # slot 0 improves A at once; slot 1 improves B, but only after slot 0's keep
+    propose = slot_of_worktree(
+        "sed -i 's/^A = 5$/A = 2/' value.py",
+        "sleep 1.5; sed -i 's/^B = 5$/B = 3/' value.py",
+    )
+    project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 2")
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    rows = {r["slot"]: r for r in experiments(project)[1:]}
+    first, second = rows[0], rows[1]
+    assert first["decision"] == "keep" and second["decision"] == "keep"
+    assert second["parent"] == first["commit_sha"]  # rebased onto slot 0's keep
+    assert second["value"] == 1.0  # measured again after the rebase: A = 2 and B = 3
+    assert git(project, "show", "ratchet/default:value.py").splitlines()[::4] == ["A = 2", "B = 3"]
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    statuses = [r[0] for r in db.execute(
+        "SELECT status FROM measurements WHERE experiment = ? ORDER BY id", (second["id"],)
+    )]  # fmt: skip
+    events = [r[0] for r in db.execute("SELECT event FROM audit")]
+    db.close()
+    assert statuses[0] == "ok" and statuses[-1] == "rebased"
+    assert "rebased" in events
+    check_consistent(project)
+
+
+def test_a_stale_keep_that_conflicts_is_stale(tmp_path: Path) -> None:
+    # both slots improve A, to different values: the later one cannot be rebased
+    propose = slot_of_worktree(
+        "sed -i 's/^A = 5$/A = 2/' value.py",
+        "sleep 1.5; sed -i 's/^A = 5$/A = 3/' value.py",
+    )
+    project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 2")
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    rows = {r["slot"]: r for r in experiments(project)[1:]}
+    assert rows[0]["decision"] == "keep"
+    assert rows[1]["decision"] == "stale"
+    assert rows[1]["why"] == (
+        f"stale: would keep against #1, but #{rows[0]['id']} was kept meanwhile and "
+        f"its change conflicts with #{rows[0]['id']}'s"
+    )
+    tsv = (project / ".ratchet" / "results.tsv").read_text().splitlines()
+    assert tsv[-1].split("\t")[3] == "discard" and "\tstale\t" in tsv[-1]
+    check_consistent(project)
+
+
+def test_a_candidate_that_loses_after_the_incumbent_moved_says_so(tmp_path: Path) -> None:
+    propose = slot_of_worktree(
+        "sed -i 's/^A = 5$/A = 2/' value.py",
+        "sleep 1.5; sed -i 's/^B = 5$/B = 9/' value.py",
+    )
+    project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 2")
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    rows = {r["slot"]: r for r in experiments(project)[1:]}
+    assert rows[1]["decision"] == "discard"
+    assert rows[1]["why"].endswith(f"; #{rows[0]['id']} has been kept since")
+
+
+def _wait_for(paths: list[Path], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        assert time.monotonic() < deadline, f"not all of {paths} appeared"
+        time.sleep(0.05)
+
+
+def test_kill_9_with_every_slot_busy_then_resumed(tmp_path: Path) -> None:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    bump = "python3 -c \"import random; open('value.py','w').write(f'A = {random.random()}\\\\n\\\\nB = 5\\\\n')\""
+    project = parallel_project(tmp_path, bump, extra="[run]\nmax_experiments = 6")
+    # a candidate hangs the first time each slot measures one; the baseline does not
+    hang = (f'if grep -q "A = 0" value.py && [ ! -f {flags}/$(basename "$PWD") ]; then '
+            f'touch {flags}/$(basename "$PWD"); sleep 60; fi\n')  # fmt: skip
+    (project / "measure.sh").write_text(hang)
+    git(project, "commit", "-qam", "hang once per slot")
+    proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **GIT_ENV})  # fmt: skip
+    _wait_for([flags / "0", flags / "1"])
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stuck = [r for r in experiments(project) if r["decision"] is None]
+    assert sorted(r["slot"] for r in stuck) == [0, 1]
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)
+    for row in stuck:
+        again = next(r for r in rows if r["id"] == row["id"])
+        assert again["decision"] == "interrupted"
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    killed = [json.loads(r[0])["slot"] for r in db.execute(
+        "SELECT detail FROM audit WHERE event = 'orphan-killed'")]  # fmt: skip
+    db.close()
+    assert sorted(killed) == [0, 1]
+    assert subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True).returncode != 0
+    check_consistent(project)
+
+
+def test_ctrl_c_with_two_slots_busy_interrupts_both(tmp_path: Path) -> None:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    propose = f'touch {flags}/$(basename "$PWD"); sleep 30'
+    project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 6")
+    proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **GIT_ENV})  # fmt: skip
+    _wait_for([flags / "0", flags / "1"])
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGINT" in out and "Traceback" not in err
+    rows = experiments(project)[1:]
+    assert [r["decision"] for r in rows] == ["interrupted", "interrupted"]
+    check_consistent(project)
+
+
+def test_parallel_must_be_a_positive_number(tmp_path: Path) -> None:
+    project = parallel_project(tmp_path, "true", slots=0)
+    result = ratchet(project, "run")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("ratchet: error: ratchet.toml: [executor] parallel")
