@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import GIT_ENV, check_consistent, experiments, git, make_project, ratchet
 
 # two constants, far enough apart that changing both is no conflict for a three-way merge
@@ -96,14 +98,23 @@ def test_each_slot_gets_its_own_gpu(tmp_path: Path) -> None:
     assert by_slot == {(0, 3.0), (1, 5.0)}
 
 
-def test_a_stale_keep_is_rebased_onto_the_new_incumbent_and_kept(tmp_path: Path) -> None:
+RAY = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "127.0.0.1:9"}
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_stale_keep_is_rebased_onto_the_new_incumbent_and_kept(
+    tmp_path: Path, executor: str
+) -> None:
+    if executor == "ray":
+        pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install 'ratchet[ray]'")
     # slot 0 improves A at once; slot 1 improves B, but only after slot 0's keep
     propose = slot_of_worktree(
         "sed -i 's/^A = 5$/A = 2/' value.py",
-        "sleep 1.5; sed -i 's/^B = 5$/B = 3/' value.py",
+        "sleep 3; sed -i 's/^B = 5$/B = 3/' value.py",
     )
-    project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 2")
-    result = ratchet(project, "run")
+    extra = f'kind = "{executor}"\n[run]\nmax_experiments = 2'
+    project = parallel_project(tmp_path, propose, extra=extra)
+    result = ratchet(project, "run", env=RAY if executor == "ray" else None)
     assert result.returncode == 0, result.stderr
     rows = {r["slot"]: r for r in experiments(project)[1:]}
     first, second = rows[0], rows[1]

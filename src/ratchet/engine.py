@@ -121,6 +121,8 @@ class Engine:
         self.state = state_dir(project)
         self.redact = Redactor()
         self.sandbox, self.sandbox_note = self._choose_sandbox(spec.sandbox.network, [])
+        if spec.executor.kind == "ray":  # measurements run on the workers' process layer
+            self.sandbox_note = f"Ray workers, process layer (here: {self.sandbox_note})"
         self.parallel = spec.executor.parallel
         # the proposer reads its brief, which lives outside the worktree
         briefs = [self.state / f"brief-{i}.json" for i in range(self.parallel)]
@@ -230,6 +232,7 @@ class Engine:
         """Kill what every slot waits for, so that each can record its experiment."""
         for slot in self.slots:
             kill_leftover(pidfile_for(slot.path))
+        self.executor.interrupt()
 
     def measure_noise(self, repeats: int) -> NoiseReport:
         """Measure the incumbent `repeats` more times (the baseline first, in a new run)."""

@@ -242,6 +242,8 @@ class ExecutorSpec(_Section):
         ray_only = {"address", "resources", "shared_path"} & self.model_fields_set
         if self.kind == "local" and ray_only:
             raise ValueError(f"{sorted(ray_only)[0]}: only [executor] kind = 'ray' uses it")
+        if self.kind == "ray" and self.gpus:
+            raise ValueError("gpus: Ray gives each measurement its GPUs; ask with num_gpus")
         return self
 
 

@@ -34,6 +34,10 @@ class Executor(Protocol):
         """Measure `tree` (a git tree or commit id, also checked out in `slot`) once."""
         ...
 
+    def interrupt(self) -> None:
+        """Stop every measurement in flight (a stop): each comes back, failed, at once."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -55,6 +59,9 @@ class LocalExecutor:
         redact: Redact,
     ) -> Measurement:
         return measure_candidate(slot.path, metric, self.sandbox, env, seed, redact)
+
+    def interrupt(self) -> None:
+        pass  # the engine kills the slots' process groups itself
 
     def close(self) -> None:
         pass
