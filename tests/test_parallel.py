@@ -231,3 +231,34 @@ def test_parallel_must_be_a_positive_number(tmp_path: Path) -> None:
     result = ratchet(project, "run")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("ratchet: error: ratchet.toml: [executor] parallel")
+
+
+def test_knobs_share_one_study_across_slots(tmp_path: Path) -> None:
+    files = {"value.py": "A = 5.0  # ratchet: knob float 0..10\n\n# apart\n\nB = 5\n"}
+    project = make_project(
+        tmp_path / "k",
+        {**FILES, **files, "measure.sh": "sleep 0.2\n"},
+        f"""
+[sandbox]
+kind = "process"
+[scope]
+editable = ["value.py"]
+[metric]
+command = "sh measure.sh && {sys.executable} score.py"
+name = "score"
+[run]
+max_experiments = 10
+[executor]
+parallel = 2
+""",
+    )
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)[1:]
+    trials = [json.loads(r["meta"])["trial"] for r in rows]
+    asked = [json.loads(r["meta"])["params"]["value.py:A"] for r in rows]
+    assert {r["slot"] for r in rows} == {0, 1}
+    # one study: trial numbers are never handed out twice, and no value is tried twice
+    assert len(set(trials)) == len(trials) == 10
+    assert len(set(asked)) == len(asked)
+    assert all(r["decision"] in {"keep", "discard"} for r in rows)

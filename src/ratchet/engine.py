@@ -7,13 +7,9 @@ branch up to the journal and mark whatever was in flight `interrupted`.
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 
 from ratchet import workspace
 from ratchet.brief import History, render_brief, write_brief
@@ -43,7 +39,7 @@ from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext,
 from ratchet.runs import open_run, reconcile_branch
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
 from ratchet.sandbox.select import choose_sandbox
-from ratchet.scheduler import Scheduler, Stopped
+from ratchet.scheduler import Scheduler, SignalGate, Stopped
 from ratchet.spec import Spec
 from ratchet.workspace import GitError, Slot
 
@@ -59,28 +55,6 @@ def state_dir(project: Path) -> Path:
 
 def open_journal(project: Path) -> Journal:
     return Journal(state_dir(project) / JOURNAL_FILE)
-
-
-class _SignalGate:
-    """Turns SIGINT and SIGTERM into `Stopped`, raised in the main thread.
-
-    Slots record keeps in threads of their own, which signals never interrupt, so a keep's
-    two writes (the journal, then the branch) are never cut apart by a stop.
-    """
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        raise Stopped(signal.Signals(signum).name)
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        previous = {
-            sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
 
 @dataclass(frozen=True)
@@ -187,7 +161,7 @@ class Engine:
         self.scheduler = Scheduler()
         directive = self.spec.scope.directive
         self.directive = (self.project / directive).read_text(errors="replace") if directive else ""
-        self.signals = _SignalGate()
+        self.signals = SignalGate()
         return run, incumbent
 
     def run(self) -> RunStopped:
@@ -453,7 +427,7 @@ class Engine:
         latest = self.journal.experiment(incumbent.id)
         old = latest.value if latest and latest.value is not None else incumbent.value
         assert old is not None and verdict.value is not None
-        message = _commit_message(rationale, self.spec.metric.name, old, verdict.value,
+        message = workspace.commit_message(rationale, self.spec.metric.name, old, verdict.value,
                                   experiment, self.name)  # fmt: skip
         commit = workspace.commit_candidate(slot, parent, self.redact(message))
         record = self._decide(experiment, "keep", verdict.why, verdict.measurement, commit,
@@ -534,14 +508,3 @@ def _slot_count(project: Path) -> int:
     """How many slot worktrees an earlier session left: their orphans are killed too."""
     slots = project / workspace.SLOTS_DIR
     return sum(1 for path in slots.iterdir() if path.name.isdigit()) if slots.is_dir() else 0
-
-
-def _commit_message(
-    rationale: str, metric: str, old: float, new: float | None, experiment: int, run: str
-) -> str:
-    change = f"{metric} {old:.6g} -> {new:.6g}"
-    first = (rationale.strip().splitlines() or ["(no rationale)"])[0]
-    subject = f"{change}: {first}"
-    if len(subject) > 100:
-        subject = subject[:99] + "…"
-    return f"{subject}\n\n{rationale.strip()}\n\n{change}\nRatchet-Run: {run}\nRatchet-Experiment: {experiment}\n"

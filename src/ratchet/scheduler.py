@@ -96,3 +96,25 @@ class Scheduler:
             except BaseException as error:  # a bug of ratchet's: stop every slot, then raise
                 self.failure = error
                 self.stopping = f"an internal error in slot {index}"
+
+
+class SignalGate:
+    """Turns SIGINT and SIGTERM into `Stopped`, raised in the main thread.
+
+    Slots record keeps in threads of their own, which signals never interrupt, so a keep's
+    two writes (the journal, then the branch) are never cut apart by a stop.
+    """
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {
+            sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)

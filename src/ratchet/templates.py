@@ -35,6 +35,14 @@ kind = "noise-aware"           # keep only improvements beyond the measured nois
 kind = "knobs"                 # tune constants annotated `# ratchet: knob log 1e-4..1e-1`
 # kind = "command"             # or run any program that edits the scope
 # command = "./propose.sh"
+# kind = "llm"                 # or a model: see docs/proposers.md
+# model = "qwen2.5-coder:32b"
+# base_url = "http://127.0.0.1:11434/v1"
+
+[executor]
+parallel = 1                   # experiments at once, each in its own worktree
+# gpus = [0, 1]                # one GPU per slot
+# kind = "ray"                 # measurements as Ray tasks: see docs/scaling.md
 """
 
 

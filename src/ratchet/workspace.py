@@ -276,3 +276,14 @@ def ensure_ignored(project: Path) -> bool:
     prefix = "" if not text or text.endswith("\n") else "\n"
     gitignore.write_text(f"{text}{prefix}{STATE_DIR}/\n")
     return True
+
+
+def commit_message(
+    rationale: str, metric: str, old: float, new: float | None, experiment: int, run: str
+) -> str:
+    change = f"{metric} {old:.6g} -> {new:.6g}"
+    first = (rationale.strip().splitlines() or ["(no rationale)"])[0]
+    subject = f"{change}: {first}"
+    if len(subject) > 100:
+        subject = subject[:99] + "…"
+    return f"{subject}\n\n{rationale.strip()}\n\n{change}\nRatchet-Run: {run}\nRatchet-Experiment: {experiment}\n"
