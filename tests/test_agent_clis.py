@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -300,11 +301,14 @@ def test_a_missing_cli_is_a_one_line_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     path = f"{empty}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin"
-    _, _, result = run_agent(tmp_path, "aider", {}, path=path)
+    project, _, result = run_agent(tmp_path, "aider", {}, path=path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "ratchet: error: aider not found on PATH; install aider or set [proposer] executable"
     )
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    assert db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 0  # said at once
+    db.close()
 
 
 def test_the_spec_may_name_the_executable(tmp_path: Path) -> None:

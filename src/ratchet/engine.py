@@ -171,6 +171,9 @@ class Engine:
         with self.signals.installed():
             try:
                 if incumbent is None:
+                    # a proposer that cannot start (a CLI not installed, no knob) says so
+                    # before the baseline is measured; it is made again with the baseline
+                    self._make_proposer(self.slots[0])
                     incumbent = self._measure_baseline(self.slots[0], run)
                     if incumbent.decision != "keep":
                         reason = f"the baseline measurement failed ({incumbent.decision}): {incumbent.why}"
