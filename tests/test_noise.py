@@ -110,7 +110,11 @@ def test_pure_noise_keeps_nothing_and_says_why(tmp_path: Path) -> None:
     assert [r["decision"] for r in rows].count("keep") <= 1
     assert all(" sd" in r["why"] for r in rows)
     assert sum(r["why"].startswith("discarded: ") for r in rows) >= 14
-    assert sum(len(measurements(project, r["id"])) for r in rows) < 2 * 15
+    # most trials cost one measurement (the futility bound); none more than max_repeats.
+    # The total has a long tail while the noise estimate has few degrees of freedom, so
+    # the average cost is measured by bench/noise.py, not asserted here
+    counts = sorted(len(measurements(project, r["id"])) for r in rows)
+    assert counts[len(counts) // 2] == 1 and counts[-1] <= 6
 
 
 def test_unpaired_and_paired_seeds(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -262,3 +263,28 @@ parallel = 2
     assert len(set(trials)) == len(trials) == 10
     assert len(set(asked)) == len(asked)
     assert all(r["decision"] in {"keep", "discard"} for r in rows)
+
+
+def test_ratchet_noise_measures_in_every_slot_with_its_own_seeds(tmp_path: Path) -> None:
+    project = parallel_project(tmp_path, "true")
+    (project / "measure.sh").write_text('sleep 0.3; echo "seed_seen: $RATCHET_SEED"\n')
+    git(project, "commit", "-qam", "a slow metric that shows its seed")
+    result = ratchet(project, "noise", "--repeats", "9", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["n"] == 9
+    spans = sorted(intervals_of_all(project), key=lambda span: span[1])[3:]  # after the baseline
+    assert any(b[1] < a[2] for a, b in itertools.pairwise(spans))  # two at once
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    seeds = [r[0] for r in db.execute("SELECT seed FROM measurements")]
+    db.close()
+    assert len(seeds) == 9 and len(set(seeds)) == 9  # concurrent measurements, never one seed
+
+
+def intervals_of_all(project: Path) -> list[tuple[int, float, float]]:
+    db = sqlite3.connect(project / ".ratchet" / "journal.db")
+    rows = db.execute(
+        "SELECT e.slot, m.started_at, m.started_at + m.duration FROM measurements m"
+        " JOIN experiments e ON e.id = m.experiment"
+    ).fetchall()
+    db.close()
+    return [(r[0], r[1], r[2]) for r in rows]

@@ -212,7 +212,8 @@ class Engine:
         self.executor.interrupt()
 
     def measure_noise(self, repeats: int) -> NoiseReport:
-        """Measure the incumbent `repeats` more times (the baseline first, in a new run)."""
+        """Measure the incumbent `repeats` more times, in every slot at once (in a new run,
+        the baseline first)."""
         run, incumbent = self._prepare()
         with self.signals.installed():
             if incumbent is None:
@@ -220,16 +221,33 @@ class Engine:
                 if incumbent.decision != "keep":
                     raise RunError(f"the baseline measurement failed: {incumbent.why}")
                 repeats = max(0, repeats - self.spec.policy.baseline_repeats)
-            workspace.reset_slot(self.slots[0], self._commit(incumbent))
-            for _ in range(repeats):
-                measurement = self.judge.measure(
-                    incumbent.id, self.slots[0], self._commit(incumbent)
-                )
-                if not measurement.ok:
-                    raise RunError(f"a measurement of the incumbent failed: {measurement.why}")
-                assert measurement.value is not None
-                self.judge.noise.add(str(incumbent.id), measurement.value)
-        self.executor.close()
+            commit, key = self._commit(incumbent), str(incumbent.id)
+            for slot in self.slots:
+                workspace.reset_slot(slot, commit)
+            left, failed = [repeats], list[str]()
+
+            def measure_once(index: int) -> bool:
+                if left[0] <= 0 or failed:
+                    return False
+                left[0] -= 1
+                measurement = self.judge.measure(incumbent.id, self.slots[index], commit)
+                if not measurement.ok or measurement.value is None:
+                    failed.append(measurement.why)
+                    return False
+                self.judge.noise.add(key, measurement.value)
+                return True
+
+            self.judge.waiting = self.scheduler.waiting
+            try:
+                self.scheduler.run(self.parallel, measure_once, self._interrupt_slots)
+            except Stopped as stop:
+                raise RunError(
+                    f"stopped by {stop}; the measurements taken are in the journal"
+                ) from None
+            finally:
+                self.executor.close()
+        if failed:
+            raise RunError(f"a measurement of the incumbent failed: {failed[0]}")
         report = self.judge.noise_report(incumbent.id)
         self.journal.update_value(incumbent.id, report.mean)
         self.journal.audit(self.name, "noise-estimated", **report.__dict__)

@@ -74,6 +74,7 @@ class Judge:
         record = journal.run(run)
         self.salt = f"{run}:{record.base_commit}:{record.created_at}" if record else run
         self.noise = NoiseModel()
+        self.running: dict[str, int] = {}  # measurements in flight, by key: each its own seed
         for experiment, value in journal.measured_values(run):
             self.noise.add(str(experiment), value)
 
@@ -81,7 +82,7 @@ class Judge:
         """Paired: the k-th measurement of every commit gets seed k. Otherwise a hash of
         the run, the experiment and k: unrelated across measurements, experiments and
         runs, so that no generator seeded with it draws correlated values."""
-        k = self.noise.samples(key).n
+        k = self.noise.samples(key).n + self.running.get(key, 0)
         if self.spec.policy.paired_seeds:
             return k
         salted = f"{self.salt}:{key}:{k}".encode()
@@ -99,9 +100,13 @@ class Judge:
         key = key or str(experiment)
         self.on_measure(experiment, slot.index)
         seed = self.seed(key)
-        with self.waiting():
-            m = self.executor.measure(slot, tree, self.spec.metric, self.envs[slot.index], seed,
-                                      self.redact)  # fmt: skip
+        self.running[key] = self.running.get(key, 0) + 1
+        try:
+            with self.waiting():
+                m = self.executor.measure(slot, tree, self.spec.metric, self.envs[slot.index],
+                                          seed, self.redact)  # fmt: skip
+        finally:
+            self.running[key] -= 1
         status = "rebased" if m.ok and key != str(experiment) else m.status
         self.journal.add_measurement(experiment, m.seed, status, m.value, m.metrics,
                                      m.duration, m.output, m.started_at)  # fmt: skip
