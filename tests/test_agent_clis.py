@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import experiments, git, make_project, ratchet
-from ratchet.proposers.agents import _compact, _parse_aider, _parse_claude
+from ratchet.proposers.agents import _parse_aider, _parse_claude
 
 STUB = """#!{python}
 import json, os, sys, time
@@ -355,11 +355,3 @@ def test_claude_json_printed_pretty_and_a_markdown_rationale() -> None:
     reply = _parse_claude(json.dumps(data, indent=2))
     assert reply.rationale == "smaller X" and reply.usd == 0.0421
     assert _parse_claude(json.dumps({**data, "result": "just this"})).rationale == "just this"
-
-
-def test_a_long_history_is_trimmed_oldest_first_to_fit_the_prompt() -> None:
-    history = [{"id": i, "why": "x" * 500} for i in range(400)]
-    text = _compact({"run": "r", "history": history, "recent_failures": []})
-    assert len(text) <= 40_000
-    kept = json.loads(text)["history"]
-    assert kept and kept[-1]["id"] == 399 and kept[0]["id"] > 0

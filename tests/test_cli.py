@@ -26,6 +26,13 @@ def test_init_writes_a_commented_spec_and_ignores_the_state(tmp_path: Path) -> N
     git(project, "add", "-A")
     git(project, "commit", "-qm", "ratchet spec")
     run = ratchet(project, "run", "--max-experiments", "1")
+    # valid, and the knobs proposer says at once what it lacks, before any measurement
+    assert run.returncode == 2
+    assert run.stderr.startswith("ratchet: error: [proposer] kind = 'knobs' found no knob")
+    (project / "train.py").write_text("X = 1  # ratchet: knob int 0..3\nprint(f'val_loss: {X}')\n")
+    git(project, "commit", "-qam", "a knob")
+    run = ratchet(project, "run", "--max-experiments", "1")
+    assert run.returncode == 0, run.stderr
     assert "baseline: val_loss 1 on the base commit" in run.stdout
 
 

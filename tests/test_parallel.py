@@ -288,3 +288,30 @@ def intervals_of_all(project: Path) -> list[tuple[int, float, float]]:
     ).fetchall()
     db.close()
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def test_the_same_change_in_two_slots_at_once_is_measured_once(tmp_path: Path) -> None:
+    # both slots propose A = 3; slot 0's measurement is slow, so slot 1's proposals
+    # (two in a row) arrive while it is measured
+    propose = slot_of_worktree(
+        "sed -i 's/^A = 5$/A = 3/' value.py", "sleep 0.3; sed -i 's/^A = 5$/A = 3/' value.py"
+    )
+    project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 3")
+    (project / "measure.sh").write_text('grep -q "A = 3" value.py && sleep 3; true\n')
+    git(project, "commit", "-qam", "slow candidates")
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)[1:]
+    first = next(r for r in rows if r["slot"] == 0)
+    assert first["decision"] == "keep"
+    later = [r for r in rows if r["slot"] == 1]
+    assert [r["decision"] for r in later] == ["duplicate", "duplicate"]
+    assert later[0]["why"] == (
+        f"the same change as experiment #{first['id']}, which slot 0 is measuring now; "
+        "not measured twice"
+    )
+    # slot 1's second brief named the proposal slot 0 was measuring
+    brief = json.loads((project / ".ratchet" / "brief-1.json").read_text())
+    assert [(p["id"], p["slot"], p["files"]) for p in brief["in_flight"]] == [
+        (first["id"], 0, ["value.py"])
+    ]

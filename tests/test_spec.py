@@ -75,7 +75,8 @@ def test_a_malformed_spec_is_one_line_and_exit_code_2(
 def test_the_spec_can_live_in_pyproject(tmp_path: Path) -> None:
     pyproject = "[project]\nname = 'x'\n\n" + GOOD.replace("[scope]", "[tool.ratchet.scope]")
     pyproject = pyproject.replace("[metric]", "[tool.ratchet.metric]")
-    project = make_project(tmp_path / "p", {**FILES, "pyproject.toml": pyproject})
+    knob = {"train.py": "LR = 0.1  # ratchet: knob log 1e-3..1\n"}
+    project = make_project(tmp_path / "p", {**FILES, **knob, "pyproject.toml": pyproject})
     result = ratchet(project, "run", "--max-experiments", "1")
     # the spec was read: the run started, and stopped on the metric command's failure
     assert result.returncode == 1

@@ -3,8 +3,10 @@
 It is written outside the worktree (its path is `$RATCHET_BRIEF`) and rewritten before
 every proposal. The proposer reads it and never writes it. Secrets are scrubbed.
 
-The history is kept in memory with each entry serialized once, so writing a brief costs
-the same after ten experiments as after a hundred thousand.
+The history is kept in memory with each entry serialized once. The most recent
+experiments are there in full; older ones stay as one compact line each (id, decision,
+the start of the rationale), so a night's whole history fits, and a proposer can look
+any of them up in the journal (the `llm` proposer's `show_experiment`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 from ratchet.journal import ExperimentRecord, Journal
 from ratchet.spec import Spec
 
-HISTORY_LIMIT = 200  # the most recent experiments; the count of all is in `totals`
+HISTORY_LIMIT = 200  # the most recent experiments, in full
+EARLIER_LIMIT = 5000  # older ones, compact: autoresearch's two nights were ~700 experiments
+EARLIER_RATIONALE = 120  # characters of an older experiment's rationale
 FAILURE_LIMIT = 5
 FAILURE_TAIL = 2000  # characters of output per recent failure
 NOT_FAILURES = {"keep", "discard", "no-change", "duplicate", "interrupted"}
@@ -29,21 +33,31 @@ class History:
     """The recent experiments and failures, as the JSON fragments a brief is made of."""
 
     def __init__(self) -> None:
-        self.entries: deque[str] = deque(maxlen=HISTORY_LIMIT)
+        self.entries: deque[tuple[str, str]] = deque()  # (full, compact), the recent ones
+        self.earlier: deque[str] = deque(maxlen=EARLIER_LIMIT)  # compact
         self.failures: deque[str] = deque(maxlen=FAILURE_LIMIT)
 
     @classmethod
     def load(cls, journal: Journal, run: str) -> History:
         history = cls()
-        for record in journal.experiments(run, limit=HISTORY_LIMIT):
+        for record in journal.experiments(run, limit=HISTORY_LIMIT + EARLIER_LIMIT):
             if record.decision is not None:
-                history.entries.append(_entry(record))
+                history._append(record)
         for record in reversed(journal.failures(run, FAILURE_LIMIT)):
             history.failures.append(_failure(record, journal.last_output(record.id)))
         return history
 
+    def _append(self, record: ExperimentRecord) -> None:
+        self.entries.append((_entry(record), _compact_entry(record)))
+        if len(self.entries) > HISTORY_LIMIT:
+            self.earlier.append(self.entries.popleft()[1])
+
+    @property
+    def recent(self) -> list[str]:
+        return [full for full, _ in self.entries]
+
     def add(self, record: ExperimentRecord, output: str) -> None:
-        self.entries.append(_entry(record))
+        self._append(record)
         if record.decision not in NOT_FAILURES:
             self.failures.append(_failure(record, output))
 
@@ -58,6 +72,13 @@ def _entry(record: ExperimentRecord) -> str:
             "rationale": record.rationale,
             "files": record.files,
         }
+    )
+
+
+def _compact_entry(record: ExperimentRecord) -> str:
+    rationale = (record.rationale or "").strip().splitlines()[:1]
+    return json.dumps(
+        [record.id, record.decision, rationale[0][:EARLIER_RATIONALE] if rationale else ""]
     )
 
 
@@ -78,6 +99,7 @@ def render_brief(
     budget_left: dict[str, float | int | None],
     totals: dict[str, int],
     noise: dict[str, float | int | None] | None = None,
+    in_flight: list[dict[str, Any]] | None = None,
 ) -> str:
     head: dict[str, Any] = {
         "run": run,
@@ -96,14 +118,30 @@ def render_brief(
             "metrics": incumbent.metrics,
         },
         "noise": noise,
+        # proposals other slots are measuring now: not yet decided, so not to repeat
+        "in_flight": in_flight or [],
         "budget_left": budget_left,
         "totals": totals,
     }
     text = json.dumps(head)
     return (
-        f'{text[:-1]}, "history": [{", ".join(history.entries)}], '
+        f'{text[:-1]}, "earlier": [{", ".join(history.earlier)}], '
+        f'"history": [{", ".join(history.recent)}], '
         f'"recent_failures": [{", ".join(history.failures)}]}}'
     )
+
+
+def fit_brief(brief: dict[str, Any], limit: int) -> str:
+    """The brief as one JSON line of at most `limit` characters, for a model's prompt:
+    the oldest compact entries go first, then the oldest full ones, then old failures."""
+    brief = dict(brief)
+    while len(text := json.dumps(brief, separators=(",", ":"))) > limit:
+        key = next((k for k in ("earlier", "history", "recent_failures") if brief.get(k)), None)
+        if key is None:
+            return text[:limit]
+        entries = brief[key]
+        brief[key] = entries[(len(entries) + 1) // 2 :]
+    return text
 
 
 def write_brief(path: Path, text: str, redact: Callable[[str], str]) -> None:

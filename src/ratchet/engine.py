@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ratchet import workspace
 from ratchet.brief import History, render_brief, write_brief
@@ -159,6 +160,7 @@ class Engine:
         self.judge = Judge(self.spec, self.journal, self.name, self.policy, self.executor,
                            self.sandbox, self.envs, self.redact, self._on_measure)  # fmt: skip
         self.scheduler = Scheduler()
+        self.measuring: dict[int, dict[str, Any]] = {}  # proposals in flight, for the briefs
         directive = self.spec.scope.directive
         self.directive = (self.project / directive).read_text(errors="replace") if directive else ""
         self.signals = SignalGate()
@@ -173,6 +175,7 @@ class Engine:
                 if incumbent is None:
                     # a proposer that cannot start (a CLI not installed, no knob) says so
                     # before the baseline is measured; it is made again with the baseline
+                    workspace.reset_slot(self.slots[0], run.base_commit)
                     self._make_proposer(self.slots[0])
                     incumbent = self._measure_baseline(self.slots[0], run)
                     if incumbent.decision != "keep":
@@ -386,11 +389,17 @@ class Engine:
             proposal.cost.usd,
             proposal.by,
         )
+        self.measuring[experiment] = {"id": experiment, "slot": slot.index, "files": files,
+                                      "rationale": self.redact(proposal.rationale)[:500]}  # fmt: skip
         patch_hash = workspace.normalized_patch_hash(change.patch)
         self.journal.set_patch_hash(experiment, patch_hash)
         earlier = (
             None if change.empty else self.journal.same_patch(self.name, patch_hash, experiment)
         )
+        if earlier is not None and earlier.decision is None:
+            why = (f"the same change as experiment #{earlier.id}, which slot {earlier.slot} is "
+                   "measuring now; not measured twice")  # fmt: skip
+            return self._decide(experiment, "duplicate", why, None, None, incumbent)
         if earlier is not None:
             why = (f"the same change as experiment #{earlier.id} ({earlier.decision}: "
                    f"{earlier.why}); not measured again")  # fmt: skip
@@ -471,6 +480,7 @@ class Engine:
         metrics = measurement.metrics if measurement is not None else {}
         duration = measurement.duration if measurement is not None else None
         self.journal.decide(experiment, decision, why, value, metrics, commit, duration)
+        self.measuring.pop(experiment, None)
         self.journal.audit(self.name, "decided", experiment=experiment, decision=decision,
                            why=why, commit=commit)  # fmt: skip
         record = self.journal.experiment(experiment)
@@ -522,6 +532,7 @@ class Engine:
             budget_left,
             totals,
             {"sd": self.judge.noise.estimate.sd, "df": self.judge.noise.estimate.df},
+            list(self.measuring.values()),
         )
 
 

@@ -217,6 +217,10 @@ class Journal:
         )
 
     # experiments --------------------------------------------------------------------
+    def move_run_base(self, run: str, base: str) -> None:
+        """A run that never measured anything starts from the commit it is started on."""
+        self.db.execute("UPDATE runs SET base_commit = ? WHERE name = ?", (base, run))
+
     def begin_experiment(self, run: str, slot: int, parent: str, proposer: str) -> int:
         cursor = self.db.execute(
             "INSERT INTO experiments (run, slot, parent, proposer, stage, started_at) "
@@ -370,11 +374,13 @@ class Journal:
         return [MeasurementRecord(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
 
     def same_patch(self, run: str, patch_hash: str, before: int) -> ExperimentRecord | None:
-        """The first earlier experiment of the run whose normalized patch is the same."""
+        """The first earlier experiment of the run whose normalized patch is the same, or
+        else one that another slot is measuring now (its decision is still to come)."""
         row = self.db.execute(
-            "SELECT * FROM experiments WHERE run = ? AND patch_hash = ? AND id < ?"
-            " AND decision IS NOT NULL AND decision != 'interrupted' ORDER BY id LIMIT 1",
-            (run, patch_hash, before),
+            "SELECT * FROM experiments WHERE run = ? AND patch_hash = ? AND id != ?"
+            " AND (decision IS NULL AND stage = 'measuring' OR decision != 'interrupted'"
+            " AND id < ?) ORDER BY decision IS NULL, id LIMIT 1",
+            (run, patch_hash, before, before),
         ).fetchone()
         return ExperimentRecord.from_row(row) if row else None
 

@@ -51,6 +51,14 @@ def open_run(project: Path, spec: Spec, journal: Journal, name: str) -> tuple[Ru
             f"branch {branch} is gone but the journal holds run '{name}'; "
             "restore the branch or choose another --name"
         )
+    head = workspace.head_commit(project)
+    if head != record.base_commit and not journal.experiments(name, limit=1):
+        # it stopped before measuring anything (a proposer that could not start, say):
+        # the fix the user committed since is what it should start from
+        workspace.advance_branch(project, name, head, record.base_commit)
+        journal.move_run_base(name, head)
+        journal.audit(name, "run-base-moved", base=head, was=record.base_commit)
+        record = journal.run(name) or record
     return record, True
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ratchet.brief import fit_brief
 from ratchet.environment import child_environment
 from ratchet.errors import UsageError
 from ratchet.measure import format_seconds
@@ -139,7 +140,7 @@ class AgentCLIProposer:
             f"Directive:\n{directive or '(none: improve the metric)'}",
             f"Editable files: {', '.join(editable or self.scope.editable)}",
             f"The brief (the metric, the incumbent, earlier experiments with each decision's "
-            f"why, recent failures), as JSON:\n{_compact(brief)}",
+            f"why, recent failures), as JSON:\n{fit_brief(brief, MAX_BRIEF)}",
             CLOSING,
         ])  # fmt: skip
 
@@ -285,14 +286,3 @@ def _tokens(text: str) -> int:
     """aider's token counts: `950`, `2.3k`, `12k`, `1.5M`."""
     scale = {"k": 1e3, "m": 1e6}.get(text[-1].lower(), 1)
     return int(float(text.rstrip("kKmM")) * scale)
-
-
-def _compact(brief: dict[str, Any]) -> str:
-    """The brief as one JSON line, its oldest history and failures dropped to fit."""
-    while (text := json.dumps(brief, separators=(",", ":"))) and len(text) > MAX_BRIEF:
-        key = next((k for k in ("history", "recent_failures") if brief.get(k)), None)
-        if key is None:
-            return text[:MAX_BRIEF]
-        entries = brief[key]
-        brief[key] = entries[(len(entries) + 1) // 2 :]
-    return text

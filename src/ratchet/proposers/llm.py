@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ratchet.brief import fit_brief
 from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
 from ratchet.proposers.providers import Tool, open_chat
 from ratchet.spec import matches
@@ -27,6 +28,7 @@ search and replace, only in the editable files), then call `finish` with a one-l
 rationale. Do not repeat an idea the history shows was already tried and discarded."""
 MAX_FILE_CHARS = 20_000  # of one file shown to the model
 MAX_GREP_LINES = 100
+MAX_BRIEF = 60_000  # characters of the brief in the prompt; older entries give way first
 
 TOOLS = [
     Tool(name, doc, {"type": "object", "properties": props, "required": list(props)})
@@ -139,7 +141,7 @@ class LLMProposer:
         brief = json.loads(brief_path.read_text())
         scope_files = [f for f in self.files if matches(f, self.scope.editable)]
         shown = "\n\n".join(f"--- {f}\n{self._read(worktree, f)}" for f in scope_files)
-        user = f"Brief:\n{json.dumps(brief)}\n\nEditable files:\n{shown}"
+        user = f"Brief:\n{fit_brief(brief, MAX_BRIEF)}\n\nEditable files:\n{shown}"
         chat = open_chat(self.spec, SYSTEM, user, TOOLS)
         tokens_in = tokens_out = 0
         for _ in range(self.spec.max_turns):
