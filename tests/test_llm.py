@@ -55,28 +55,6 @@ def run(project: Path) -> dict[str, Any]:
     return experiments(project)[-1]
 
 
-def test_a_scripted_model_lists_reads_edits_and_finishes_and_is_kept(tmp_path: Path) -> None:
-    script = [
-        tool_call("list_files"),
-        tool_call("read_file", path="value.py"),
-        tool_call("edit", path="value.py", search="X = 5", replace="X = 2"),
-        tool_call("finish", rationale="move X to the minimum"),
-    ]
-    with FakeLLM(script) as fake:
-        row = run(llm_project(tmp_path, fake))
-    assert row["decision"] == "keep" and row["rationale"] == "move X to the minimum"
-    assert row["cost_tokens"] == 4 * 110
-    assert row["cost_usd"] == (4 * 100 * 1.0 + 4 * 10 * 10.0) / 1e6
-    project = tmp_path / "p"
-    assert git(project, "show", "ratchet/default:value.py") == "X = 2"
-    first = fake.requests[0]
-    assert first["model"] == "fake-model"
-    assert {t["function"]["name"] for t in first["tools"]} >= {"edit", "finish", "grep"}
-    assert "X = 5" in first["messages"][1]["content"]  # the scope's files, shown
-    listing = fake.requests[1]["messages"][-1]["content"]
-    assert "score.py" in listing and "secret_eval.py" not in listing  # hidden: protected
-
-
 def test_an_edit_outside_the_scope_is_refused_to_the_model(tmp_path: Path) -> None:
     script = [
         tool_call("edit", path="score.py", search="print", replace="0 and print"),
@@ -169,12 +147,19 @@ def test_a_full_run_over_either_protocol_is_kept_with_its_cost(
     assert row["cost_tokens"] == 4 * 110
     assert row["cost_usd"] == pytest.approx((4 * 100 * 1.0 + 4 * 10 * 10.0) / 1e6)
     assert git(tmp_path / "p", "show", "ratchet/default:value.py") == "X = 2"
-    assert tool_names(fake.requests[0]) >= {"edit", "finish", "grep", "show_experiment"}
+    first = fake.requests[0]
+    assert first["model"] == "fake-model"
+    assert tool_names(first) >= {"edit", "finish", "grep", "show_experiment"}
     if provider == "anthropic":
-        assert "improve a program" in fake.requests[0]["system"]
+        assert "improve a program" in first["system"]
+        assert "X = 5" in first["messages"][0]["content"]  # the scope's files, shown
         result = fake.requests[1]["messages"][-1]["content"][0]
         assert result["type"] == "tool_result" and result["tool_use_id"] == "call-list_files"
-        assert "secret_eval.py" not in result["content"]
+        listing = result["content"]
+    else:
+        assert "X = 5" in first["messages"][1]["content"]
+        listing = fake.requests[1]["messages"][-1]["content"]
+    assert "score.py" in listing and "secret_eval.py" not in listing  # hidden: protected
 
 
 def test_anthropic_usage_totals_reach_status_and_results_tsv(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,17 +135,22 @@ def test_a_stale_keep_is_rebased_onto_the_new_incumbent_and_kept(
     check_consistent(project)
 
 
-def test_a_stale_keep_that_conflicts_is_stale(tmp_path: Path) -> None:
-    # both slots improve A, to different values: the later one cannot be rebased
+def race(tmp_path: Path, later_change: str) -> tuple[Path, dict[int, dict[str, Any]]]:
+    """Slot 0 keeps A = 2 at once; slot 1 makes `later_change` after that keep."""
     propose = slot_of_worktree(
-        "sed -i 's/^A = 5$/A = 2/' value.py",
-        "sleep 1.5; sed -i 's/^A = 5$/A = 3/' value.py",
+        "sed -i 's/^A = 5$/A = 2/' value.py", f"sleep 1.5; sed -i '{later_change}' value.py"
     )
     project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 2")
     result = ratchet(project, "run")
     assert result.returncode == 0, result.stderr
     rows = {r["slot"]: r for r in experiments(project)[1:]}
     assert rows[0]["decision"] == "keep"
+    return project, rows
+
+
+def test_a_stale_keep_that_conflicts_is_stale(tmp_path: Path) -> None:
+    # both slots improve A, to different values: the later one cannot be rebased
+    project, rows = race(tmp_path, "s/^A = 5$/A = 3/")
     assert rows[1]["decision"] == "stale"
     assert rows[1]["why"] == (
         f"stale: would keep against #1, but #{rows[0]['id']} was kept meanwhile and "
@@ -156,14 +162,7 @@ def test_a_stale_keep_that_conflicts_is_stale(tmp_path: Path) -> None:
 
 
 def test_a_candidate_that_loses_after_the_incumbent_moved_says_so(tmp_path: Path) -> None:
-    propose = slot_of_worktree(
-        "sed -i 's/^A = 5$/A = 2/' value.py",
-        "sleep 1.5; sed -i 's/^B = 5$/B = 9/' value.py",
-    )
-    project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 2")
-    result = ratchet(project, "run")
-    assert result.returncode == 0, result.stderr
-    rows = {r["slot"]: r for r in experiments(project)[1:]}
+    _, rows = race(tmp_path, "s/^B = 5$/B = 9/")
     assert rows[1]["decision"] == "discard"
     assert rows[1]["why"].endswith(f"; #{rows[0]['id']} has been kept since")
 
