@@ -51,11 +51,13 @@ def slot_of_worktree(then_0: str, then_1: str) -> str:
     return f'if [ "$(basename "$PWD")" = 0 ]; then {then_0}; else {then_1}; fi'
 
 
-def intervals(project: Path) -> list[tuple[int, float, float]]:
+def intervals(project: Path, baseline: bool = False) -> list[tuple[int, float, float]]:
+    """(slot, start, end) of every measurement (the baseline's too, with `baseline`)."""
     db = sqlite3.connect(project / ".ratchet" / "journal.db")
     rows = db.execute(
         "SELECT e.slot, m.started_at, m.started_at + m.duration FROM measurements m"
-        " JOIN experiments e ON e.id = m.experiment WHERE e.proposer != 'baseline'"
+        " JOIN experiments e ON e.id = m.experiment WHERE ? OR e.proposer != 'baseline'",
+        (baseline,),
     ).fetchall()
     db.close()
     return [(r[0], r[1], r[2]) for r in rows]
@@ -271,46 +273,11 @@ def test_ratchet_noise_measures_in_every_slot_with_its_own_seeds(tmp_path: Path)
     result = ratchet(project, "noise", "--repeats", "9", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["n"] == 9
-    spans = sorted(intervals_of_all(project), key=lambda span: span[1])[3:]  # after the baseline
+    spans = sorted(intervals(project, baseline=True), key=lambda span: span[1])[
+        3:
+    ]  # after the baseline
     assert any(b[1] < a[2] for a, b in itertools.pairwise(spans))  # two at once
     db = sqlite3.connect(project / ".ratchet" / "journal.db")
     seeds = [r[0] for r in db.execute("SELECT seed FROM measurements")]
     db.close()
     assert len(seeds) == 9 and len(set(seeds)) == 9  # concurrent measurements, never one seed
-
-
-def intervals_of_all(project: Path) -> list[tuple[int, float, float]]:
-    db = sqlite3.connect(project / ".ratchet" / "journal.db")
-    rows = db.execute(
-        "SELECT e.slot, m.started_at, m.started_at + m.duration FROM measurements m"
-        " JOIN experiments e ON e.id = m.experiment"
-    ).fetchall()
-    db.close()
-    return [(r[0], r[1], r[2]) for r in rows]
-
-
-def test_the_same_change_in_two_slots_at_once_is_measured_once(tmp_path: Path) -> None:
-    # both slots propose A = 3; slot 0's measurement is slow, so slot 1's proposals
-    # (two in a row) arrive while it is measured
-    propose = slot_of_worktree(
-        "sed -i 's/^A = 5$/A = 3/' value.py", "sleep 0.3; sed -i 's/^A = 5$/A = 3/' value.py"
-    )
-    project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 3")
-    (project / "measure.sh").write_text('grep -q "A = 3" value.py && sleep 3; true\n')
-    git(project, "commit", "-qam", "slow candidates")
-    result = ratchet(project, "run")
-    assert result.returncode == 0, result.stderr
-    rows = experiments(project)[1:]
-    first = next(r for r in rows if r["slot"] == 0)
-    assert first["decision"] == "keep"
-    later = [r for r in rows if r["slot"] == 1]
-    assert [r["decision"] for r in later] == ["duplicate", "duplicate"]
-    assert later[0]["why"] == (
-        f"the same change as experiment #{first['id']}, which slot 0 is measuring now; "
-        "not measured twice"
-    )
-    # slot 1's second brief named the proposal slot 0 was measuring
-    brief = json.loads((project / ".ratchet" / "brief-1.json").read_text())
-    assert [(p["id"], p["slot"], p["files"]) for p in brief["in_flight"]] == [
-        (first["id"], 0, ["value.py"])
-    ]
