@@ -281,3 +281,15 @@ def test_ratchet_noise_measures_in_every_slot_with_its_own_seeds(tmp_path: Path)
     seeds = [r[0] for r in db.execute("SELECT seed FROM measurements")]
     db.close()
     assert len(seeds) == 9 and len(set(seeds)) == 9  # concurrent measurements, never one seed
+
+
+def test_the_command_line_sets_the_slots(tmp_path: Path) -> None:
+    bump = "python3 -c \"import random; open('value.py','w').write(f'A = {random.random()}\\\\n\\\\nB = 5\\\\n')\""
+    project = parallel_project(tmp_path, bump, slots=1)
+    (project / "measure.sh").write_text("sleep 0.2\n")
+    git(project, "commit", "-qam", "a slower metric")
+    result = ratchet(project, "run", "--parallel", "2", "--max-experiments", "4")
+    assert result.returncode == 0, result.stderr
+    assert {r["slot"] for r in experiments(project)[1:]} == {0, 1}
+    refused = ratchet(project, "run", "--parallel", "0")
+    assert refused.returncode == 2 and "--parallel" in refused.stderr

@@ -59,21 +59,32 @@ def run(
         int | None, typer.Option(help="Stop after this many experiments.", min=1)
     ] = None,
     max_time: Annotated[str | None, typer.Option(help="Stop after this long, e.g. 8h.")] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(help="Experiments at once (default: [executor] parallel).", min=1, max=256),
+    ] = None,
 ) -> None:
     """Run the loop on this project, or continue the run of that name."""
     project = _project()
-    outcome = _start(project, name, max_experiments, _duration(max_time, "--max-time"))
+    outcome = _start(project, name, max_experiments, _duration(max_time, "--max-time"), parallel)
     if outcome.incumbent is None:
         raise typer.Exit(1)
 
 
 def _start(
-    project: Path, name: str | None, max_experiments: int | None, max_time: float | None
+    project: Path,
+    name: str | None,
+    max_experiments: int | None,
+    max_time: float | None,
+    parallel: int | None = None,
 ) -> Any:
     from ratchet.engine import Engine, Limits, open_journal
     from ratchet.view import LiveView, PlainView
 
     spec = _spec(project)
+    if parallel is not None:
+        executor = spec.executor.model_copy(update={"parallel": parallel})
+        spec = spec.model_copy(update={"executor": executor})
     limits = Limits.of(spec, max_experiments, max_time)
     journal = open_journal(project)
     view: LiveView | PlainView = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
