@@ -25,7 +25,7 @@ class Stopped(Exception):
 
 class Scheduler:
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()  # not re-entrant: `waiting` must let go of it entirely
         self.stopping: str | None = None
         self.failure: BaseException | None = None
 
