@@ -99,6 +99,8 @@ class Engine:
         if spec.executor.kind == "ray":  # measurements run on the workers' process layer
             self.sandbox_note = f"Ray workers, process layer (here: {self.sandbox_note})"
         self.parallel = spec.executor.parallel
+        self.in_flight = 0  # experiments started and not yet decided
+        self.stop_reason: str | None = None
         # the proposer reads its brief, which lives outside the worktree
         briefs = [self.state / f"brief-{i}.json" for i in range(self.parallel)]
         self.proposer_sandbox, _ = self._choose_sandbox(spec.proposer.network_allowed, briefs)
@@ -184,8 +186,6 @@ class Engine:
                 workspace.reset_slot(self.slots[0], self._commit(incumbent))
                 self.incumbent = incumbent
                 self.proposer = self._make_proposer(self.slots[0])
-                self.stop_reason: str | None = None
-                self.in_flight = 0
                 self.judge.waiting = self.scheduler.waiting
                 self.scheduler.run(self.parallel, self._next_experiment, self._interrupt_slots)
                 reason = self.stop_reason or "stopped"
@@ -280,7 +280,7 @@ class Engine:
 
     def _stop_reason(self, incumbent: ExperimentRecord) -> str | None:
         limits, counts = self.limits, self.counts
-        started = counts.experiments + getattr(self, "in_flight", 0)
+        started = counts.experiments + self.in_flight
         if limits.max_experiments is not None and started >= limits.max_experiments:
             return f"reached max_experiments ({limits.max_experiments})"
         elapsed = self._elapsed()
