@@ -8,7 +8,7 @@ branch up to the journal and mark whatever was in flight `interrupted`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,9 @@ from ratchet.journal import (
     export_tsv,
 )
 from ratchet.judging import Judge, NoiseReport
-from ratchet.measure import Measurement, format_seconds
-from ratchet.policy import improvement, policy_for
+from ratchet.limits import Limits, stop_reason
+from ratchet.measure import Measurement
+from ratchet.policy import policy_for
 from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext, make_proposer
 from ratchet.runs import open_run, reconcile_branch
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
@@ -56,25 +57,6 @@ def state_dir(project: Path) -> Path:
 
 def open_journal(project: Path) -> Journal:
     return Journal(state_dir(project) / JOURNAL_FILE)
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_experiments: int | None
-    max_time: float | None
-    patience: int | None
-    target: float | None
-    max_cost_usd: float | None = None
-    give_up_after: int | None = None
-
-    @classmethod
-    def of(
-        cls, spec: Spec, max_experiments: int | None = None, max_time: float | None = None
-    ) -> Limits:
-        """The spec's stop conditions, with the command line's overrides."""
-        run = spec.run
-        return cls(max_experiments or run.max_experiments, max_time or run.max_time,
-                   run.patience, run.target, run.max_cost_usd, run.give_up_after)  # fmt: skip
 
 
 class Engine:
@@ -279,25 +261,8 @@ class Engine:
         return make_proposer(context)
 
     def _stop_reason(self, incumbent: ExperimentRecord) -> str | None:
-        limits, counts = self.limits, self.counts
-        started = counts.experiments + self.in_flight
-        if limits.max_experiments is not None and started >= limits.max_experiments:
-            return f"reached max_experiments ({limits.max_experiments})"
-        elapsed = self._elapsed()
-        if limits.max_time is not None and elapsed >= limits.max_time:
-            return f"reached max_time ({format_seconds(limits.max_time)})"
-        if limits.patience is not None and counts.since_keep >= limits.patience:
-            return f"patience ran out: {counts.since_keep} experiments without a keep"
-        if limits.max_cost_usd is not None and counts.cost_usd >= limits.max_cost_usd:
-            return f"reached max_cost_usd (${counts.cost_usd:.2f} of ${limits.max_cost_usd:g})"
-        if limits.give_up_after is not None and counts.failing >= limits.give_up_after:
-            return (f"gave up: {counts.failing} experiments in a row produced no measurement; "
-                    "see 'ratchet log' for their whys")  # fmt: skip
-        if limits.target is not None and incumbent.value is not None:
-            reached = improvement(incumbent.value, limits.target, self.spec.metric.goal) >= 0
-            if reached:
-                return f"reached the target: {self.spec.metric.name} {incumbent.value:.6g}"
-        return None
+        return stop_reason(self.limits, self.counts, self.in_flight, self._elapsed(),
+                           incumbent.value, self.spec.metric)  # fmt: skip
 
     @staticmethod
     def _commit(record: ExperimentRecord) -> str:

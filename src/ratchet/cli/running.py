@@ -78,7 +78,8 @@ def _start(
     max_time: float | None,
     parallel: int | None = None,
 ) -> Any:
-    from ratchet.engine import Engine, Limits, open_journal
+    from ratchet.engine import Engine, open_journal
+    from ratchet.limits import Limits
     from ratchet.view import LiveView, PlainView
 
     spec = _spec(project)

@@ -43,6 +43,7 @@ _KNOB_LINE = re.compile(
 _RANGE = re.compile(r"^(?P<lo>[-+.\deE]+)\.\.(?P<hi>[-+.\deE]+)$")
 KNOB_HELP = "use 'log LO..HI', 'int LO..HI', 'float LO..HI' (optionally 'log') or 'choice a|b|c'"
 SIGNIFICANT_DIGITS = 4  # floats are written short, as a person would
+MEASURED = {"keep", "discard", "duplicate", "stale"}  # decisions whose value a trial has
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class KnobsProposer:
             params = record.meta.get("params")
             if record.proposer != self.name or not isinstance(params, dict):
                 continue
-            if record.decision in {"keep", "discard", "duplicate"} and record.value is not None:
+            if record.decision in MEASURED and record.value is not None:
                 self._add(params, record.value, failed=False)
             elif record.decision not in {"no-change", "interrupted", None}:
                 self._add(params, None, failed=True)
@@ -250,7 +251,7 @@ class KnobsProposer:
         number = outcome.meta.get("trial")
         if not isinstance(number, int) or outcome.meta.get("study", 0) != self.generation:
             return  # not this study's trial: the knobs changed since it was asked
-        if outcome.decision in {"keep", "discard", "duplicate"} and outcome.value is not None:
+        if outcome.decision in MEASURED and outcome.value is not None:
             self.study.tell(number, outcome.value)  # a duplicate: the earlier value
         elif outcome.decision == "no-change" and outcome.parent_value is not None:
             self.study.tell(number, outcome.parent_value)  # these are the incumbent's values
