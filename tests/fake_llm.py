@@ -57,6 +57,7 @@ class FakeLLM:
     def __init__(self, script: list[dict[str, Any] | str]) -> None:
         self.script = list(script)
         self.requests: list[dict[str, Any]] = []
+        self.arrived: list[float] = []  # when each request came in
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,6 +66,7 @@ class FakeLLM:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.arrived.append(time.monotonic())
                 fake.requests.append(json.loads(body))
                 step = fake.script.pop(0) if fake.script else {"content": "no more script"}
                 if isinstance(step, str):  # raw bytes: a malformed reply

@@ -274,3 +274,28 @@ def test_a_whole_file_outside_the_scope_is_an_invalid_proposal(tmp_path: Path) -
         row = run(llm_project(tmp_path, fake))
     assert row["decision"] == "invalid-proposal"
     assert "score.py, outside the editable scope" in row["why"]
+
+
+def test_two_slots_ask_the_model_at_once(tmp_path: Path) -> None:
+    def change(value: int) -> dict[str, Any]:  # one turn: the edit, then finish
+        calls = tool_call("edit", path="value.py", search="X = 5", replace=f"X = {value}")
+        done = tool_call("finish", rationale=f"try {value}")
+        return {"tool_calls": calls["tool_calls"] + done["tool_calls"]}
+
+    with FakeLLM([late(3, change(3)), late(3, change(4))]) as fake:
+        project = llm_project(tmp_path, fake, extra="")
+        spec = (
+            (project / "ratchet.toml")
+            .read_text()
+            .replace("max_experiments = 1", "max_experiments = 2")
+        )
+        (project / "ratchet.toml").write_text(spec + "[executor]\nparallel = 2\n")
+        git(project, "commit", "-qam", "two slots")
+        result = ratchet(project, "run", env={"FAKE_LLM_KEY": "k"})
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)[1:]
+    assert {r["slot"] for r in rows} == {0, 1}
+    assert {r["rationale"] for r in rows} == {"try 3", "try 4"}
+    assert len(fake.requests) == 2  # one conversation each
+    # side by side: the second request came before the first reply (3 s late) went out
+    assert fake.arrived[1] - fake.arrived[0] < 3
