@@ -563,3 +563,18 @@ def test_doctor_reports_every_layer() -> None:
     assert report[0][1] is True
     assert report[1][1] is (BWRAP_SKIP is None)
     assert report[2][1] is False and report[2][2].startswith("no docker daemon answers")
+
+
+# ---- both layers: resource limits ----
+
+
+@pytest.mark.parametrize("layer", ["process", "bwrap"])
+def test_no_core_dumps_and_the_memory_limit_reach_the_command(slot: Path, layer: str) -> None:
+    if layer == "bwrap" and BWRAP_SKIP is not None:
+        pytest.skip(BWRAP_SKIP)
+    limited = ProcessSandbox(memory=2**30) if layer == "process" else BwrapSandbox([], memory=2**30)
+    result = run(limited, "ulimit -c; ulimit -v", slot)
+    assert result.returncode == 0, result.output
+    assert result.output.split() == ["0", str(2**30 // 1024)]
+    plain = ProcessSandbox() if layer == "process" else BwrapSandbox([])
+    assert run(plain, "ulimit -c", slot).output.split() == ["0"]

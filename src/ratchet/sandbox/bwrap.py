@@ -147,7 +147,7 @@ class BwrapSandbox:
         executable: str | None = None,
         memory: int | None = None,
     ) -> None:
-        self.preexec = limit_resources(memory) if memory is not None else None
+        self.limits = limit_resources(memory)
         self.protected = list(protected)
         self.network = network
         self.expose = [Path(p) for p in expose]
@@ -219,15 +219,15 @@ class BwrapSandbox:
                 f"{MAX_BINDS}: keep protected and editable files in separate folders, so "
                 "that each protected folder is mounted as a whole"
             )
-        wrapped = "exec " + shlex.join([self.executable, *head, *binds, *tail])
+        wrapped = self.limits + "exec " + shlex.join([self.executable, *head, *binds, *tail])
         if len(wrapped) <= MAX_INLINE:
-            return run_process(wrapped, cwd, env, budget, grace, pidfile, self.preexec)
+            return run_process(wrapped, cwd, env, budget, grace, pidfile)
         with tempfile.NamedTemporaryFile("wb", prefix="ratchet-bwrap-", suffix=".args") as args:
             args.write(b"".join(arg.encode() + b"\0" for arg in binds))
             args.flush()
             line = shlex.join([self.executable, *head, "--args", "3", *tail])
-            wrapped = f"exec {line} 3< {shlex.quote(args.name)}"
-            return run_process(wrapped, cwd, env, budget, grace, pidfile, self.preexec)
+            wrapped = f"{self.limits}exec {line} 3< {shlex.quote(args.name)}"
+            return run_process(wrapped, cwd, env, budget, grace, pidfile)
 
     def self_check(self) -> tuple[bool, str]:
         """Whether bwrap works here with these settings, and why not; cached per process."""

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import selectors
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +93,6 @@ def run_process(
     budget: float,
     grace: float = 5.0,
     pidfile: Path | None = None,
-    preexec: Callable[[], None] | None = None,
 ) -> ProcessResult:
     """Run `command` with /bin/sh in `cwd`; kill its whole group at `budget` seconds.
 
@@ -109,8 +107,7 @@ def run_process(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=preexec,  # None keeps the fast vfork path
+        start_new_session=True,  # no preexec_fn: the fast vfork path, and safe in threads
     )
     assert proc.stdout is not None
     pgid = proc.pid  # a new session's leader: its pid is the group id
@@ -165,13 +162,15 @@ def run_process(
     )
 
 
-def limit_resources(memory: int | None) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child, between fork and exec
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if memory is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+def limit_resources(memory: int | None) -> str:
+    """A shell prefix that sets the limits for the command after it.
 
-    return apply
+    Not a `preexec_fn`: ratchet runs slots in threads, and Python documents `preexec_fn`
+    as unsafe there (the child may deadlock between fork and exec)."""
+    prefix = "ulimit -c 0; "  # no core dumps
+    if memory is not None:
+        prefix += f"ulimit -v {max(1, memory // 1024)} || exit 125; "
+    return prefix
 
 
 class ProcessSandbox:
@@ -198,5 +197,5 @@ class ProcessSandbox:
     ) -> ProcessResult:
         with tempfile.TemporaryDirectory(prefix="ratchet-tmp-") as tmp:
             private = {**env, "TMPDIR": tmp, "TMP": tmp, "TEMP": tmp}
-            preexec = limit_resources(self.memory) if self.memory is not None else None
-            return run_process(command, cwd, private, budget, grace, pidfile, preexec)
+            limits = limit_resources(self.memory)
+            return run_process(limits + command, cwd, private, budget, grace, pidfile)
