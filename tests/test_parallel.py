@@ -83,6 +83,12 @@ def test_two_slots_measure_at_once(tmp_path: Path) -> None:
         if a[0] == 0 and b[0] == 1 and a[1] < b[2] and b[1] < a[2]
     ]
     assert overlapping, f"no measurement of slot 0 overlapped one of slot 1: {spans}"
+    # elapsed is wall time: overlapping experiments count once, not once per slot
+    every = experiments(project)
+    summed = sum(r["ended_at"] - r["started_at"] for r in every)
+    union = max(r["ended_at"] for r in every) - min(r["started_at"] for r in every)
+    elapsed = json.loads(ratchet(project, "status", "--json").stdout)["elapsed_seconds"]
+    assert elapsed <= union + 0.01 and elapsed < 0.8 * summed
     check_consistent(project)
 
 

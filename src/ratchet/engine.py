@@ -139,7 +139,7 @@ class Engine:
         )
         self.session_start = time.monotonic()
         self.counts = self.journal.counts(self.name)
-        self.earlier_elapsed = self.counts.elapsed  # of earlier sessions: this one is wall time
+        self.earlier_elapsed = self.counts.elapsed  # of earlier sessions; this one's is the clock
         self.history = History.load(self.journal, self.name)
         self.judge = Judge(self.spec, self.journal, self.name, self.policy, self.executor,
                            self.sandbox, self.envs, self.redact, self._on_measure)  # fmt: skip
@@ -402,9 +402,8 @@ class Engine:
             onto = self._commit(current)
             merged = workspace.rebase_tree(slot, parent, onto, workspace.staged_tree(slot))
             if merged is None or rebases == MAX_REBASES:
-                reason = ("its change conflicts with #{}'s" if merged is None else
-                          f"the incumbent moved {MAX_REBASES + 1} times while it was judged; "
-                          "#{} is the latest").format(current.id)  # fmt: skip
+                reason = (f"its change conflicts with #{current.id}'s" if merged is None else
+                          f"the incumbent moved {MAX_REBASES + 1} times while it was judged")  # fmt: skip
                 why = (f"stale: would keep against #{incumbent.id}, but #{current.id} was kept "
                        f"meanwhile and {reason}")  # fmt: skip
                 return self._decide(experiment, "stale", why, verdict.measurement, None,
@@ -469,12 +468,11 @@ class Engine:
             failing=self.counts.failing + 1
             if record.decision in NO_MEASUREMENT
             else self.counts.failing * (record.decision == "interrupted"),
-            elapsed=self.counts.elapsed + ((record.ended_at or 0) - record.started_at),
             cost_usd=self.counts.cost_usd + record.cost_usd,
         )
 
     def _elapsed(self) -> float:
-        """Wall time: this session's, plus the experiment time of earlier ones."""
+        """Wall time: this session's, plus the time earlier ones spent in experiments."""
         return self.earlier_elapsed + (time.monotonic() - self.session_start)
 
     def _brief(self, experiment: int, incumbent: ExperimentRecord) -> str:

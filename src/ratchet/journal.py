@@ -167,7 +167,7 @@ class RunCounts:
     experiments: int  # decided experiments, the baseline and interruptions not counted
     keeps: int  # keeps after the baseline
     since_keep: int  # decided experiments after the last keep
-    elapsed: float  # seconds spent in experiments, all sessions together
+    elapsed: float  # wall seconds spent in experiments, all sessions together
     cost_usd: float
     failing: int = 0  # experiments in a row, up to now, that produced no measurement
 
@@ -421,10 +421,19 @@ class Journal:
             "SELECT"
             " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision != 'interrupted'),"
             " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision = 'keep'),"
-            " COALESCE(SUM(ended_at - started_at), 0), COALESCE(SUM(cost_usd), 0)"
+            " COALESCE(SUM(cost_usd), 0)"
             " FROM experiments WHERE run = ? AND decision IS NOT NULL",
             (run,),
         ).fetchone()
+        # wall time spent in experiments: the union of their spans, since parallel slots
+        # overlap; each span counts only past the latest end of those that started before it
+        elapsed = self.db.execute(
+            "SELECT COALESCE(SUM(MAX(0, ended_at - MAX(started_at, COALESCE(before, 0)))), 0)"
+            " FROM (SELECT started_at, ended_at, MAX(ended_at) OVER (ORDER BY started_at, id"
+            " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"
+            " FROM experiments WHERE run = ? AND ended_at IS NOT NULL)",
+            (run,),
+        ).fetchone()[0]
         last_keep = self.db.execute(
             "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE run = ? AND decision = 'keep'",
             (run,),
@@ -443,7 +452,7 @@ class Journal:
             if decision not in NO_MEASUREMENT:
                 break
             failing += 1
-        return RunCounts(row[0], row[1], since, row[2], row[3], failing)
+        return RunCounts(row[0], row[1], since, elapsed, row[2], failing)
 
     def decision_counts(self, run: str) -> dict[str, int]:
         rows = self.db.execute(
