@@ -168,9 +168,9 @@ class Judge:
         if not isinstance(self.policy, NoiseAware):
             return None
         noise = self.noise.estimate
-        smallest = self.policy.smallest_detectable(noise)
-        if noise.sd is None or noise.deterministic or math.isinf(smallest):
+        if noise.sd is None or noise.deterministic:
             return None
+        smallest = self.policy.smallest_detectable(noise)
         metric, target = self.spec.metric, self.spec.run.target
         advice = ("measure less noisily (a longer or averaged evaluation, a fixed seed), "
                   "raise max_repeats, or run `ratchet noise` to firm up the estimate")  # fmt: skip
