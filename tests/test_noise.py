@@ -77,15 +77,22 @@ def test_ratchet_noise_measures_the_incumbent_and_stores_the_estimate(tmp_path: 
     assert json.loads(ratchet(project, "status", "--json").stdout)["decisions"] == {"keep": 1}
 
 
-def test_a_deterministic_metric_is_greedy_without_extra_measurements(tmp_path: Path) -> None:
+def test_a_deterministic_metric_decides_on_one_measurement_and_confirms_a_keep(
+    tmp_path: Path,
+) -> None:
     project = noisy_project(tmp_path, "echo 'X = 2' > value.py",
                             files={"score.py": "from value import X\nprint(f'loss: {X * X}')\n"})  # fmt: skip
     assert ratchet(project, "run").returncode == 0
     rows = experiments(project)
     assert rows[1]["decision"] == "keep"
-    assert rows[1]["why"] == "kept: loss 25 -> 4 (delta 21; the metric is noiseless)"
+    assert rows[1]["why"] == (
+        "kept: loss 25 -> 4 (delta 21; deterministic: every repeated measurement so far "
+        "agreed exactly (3 of them), and a second measurement gave the same)"
+    )
+    assert "agreed exactly" in rows[0]["why"]  # the evidence is stated at the baseline
     assert len(measurements(project, 1)) == 3  # the baseline, to learn there is no noise
-    assert len(measurements(project, 2)) == 1  # the candidate: once
+    # the candidate: once to decide, once to confirm (the evidence that it is deterministic)
+    assert [m["status"] for m in measurements(project, 2)] == ["ok", "confirm"]
 
 
 def test_a_real_improvement_on_a_noisy_metric_is_kept_with_its_statistics(
@@ -95,9 +102,16 @@ def test_a_real_improvement_on_a_noisy_metric_is_kept_with_its_statistics(
     assert ratchet(project, "run").returncode == 0
     row = experiments(project)[1]
     assert row["decision"] == "keep"
-    assert re.fullmatch(r"kept: loss 4\d\.\d+ -> \S+ \(delta \S+ = \S+ sd; n=2 vs 3\)", row["why"])
-    # never kept on one draw: the candidate was measured twice
-    assert len(measurements(project, 2)) == 2
+    assert re.fullmatch(
+        r"kept: loss 4\d\.\d+ -> \S+ \(t = delta \S+ / se \S+ = \S+; n=2 vs 1 interleaved; "
+        r"sd \S+, 3 df; t >= \S+, look 1 of 5 at alpha 0.01\); recorded at 1 fresh measurement",
+        row["why"],
+    )
+    # never kept on one draw: measured twice, interleaved with the incumbent, then confirmed
+    assert [m["status"] for m in measurements(project, 2)] == ["ok", "ok", "confirm"]
+    assert len(measurements(project, 1)) == 4  # the baseline's 3 and one interleaved
+    kept = experiments(project)[1]["value"]
+    assert kept == measurements(project, 2)[-1]["value"]  # recorded at the confirmation
 
 
 def test_pure_noise_keeps_nothing_and_says_why(tmp_path: Path) -> None:
@@ -122,31 +136,36 @@ def test_unpaired_and_paired_seeds(tmp_path: Path) -> None:
     ratchet(project, "run")
     baseline = [m["seed"] for m in measurements(project, 1)]
     candidate = [m["seed"] for m in measurements(project, 2)]
-    assert len(set(baseline + candidate)) == 5  # all different
+    assert len(set(baseline + candidate)) == 7  # all different (the incumbent's 4th too)
     other = noisy_project(tmp_path / "other", "echo 'X = 2' > value.py")
     ratchet(other, "run")
     assert [m["seed"] for m in measurements(other, 1)] != baseline  # and different per run
     paired = noisy_project(tmp_path / "paired", "echo 'X = 2' > value.py",
                            extra="[policy]\npaired_seeds = true")  # fmt: skip
     ratchet(paired, "run")
-    assert [m["seed"] for m in measurements(paired, 1)] == [0, 1, 2]
-    assert [m["seed"] for m in measurements(paired, 2)] == [0, 1]
+    # the incumbent's interleaved measurement runs on the seed of the candidate's it pairs with
+    assert [m["seed"] for m in measurements(paired, 1)] == [0, 1, 2, 0]
+    assert [m["seed"] for m in measurements(paired, 2)] == [0, 1, 2]
     outputs = [m["output"] for m in measurements(paired, 2)]
     assert outputs[0].startswith("seed: 0")  # the command saw the seed it was given
 
 
-def test_the_incumbent_absorbs_re_measurements() -> None:
-    """A promising candidate makes the incumbent measured again; its mean regresses."""
+def test_only_the_incumbents_measurements_enter_the_noise_estimate() -> None:
+    """A candidate measured again after a good first draw is selected on its value; the
+    incumbent's interleaved measurements are not, and they alone join the estimate."""
     noise = NoiseModel()
     for value in (10.0, 10.5, 9.5):
         noise.add("incumbent", value)
-    candidate = iter([9.0, 9.8, 10.1, 10.2, 9.9, 10.0])
+    candidate = iter([8.0, 9.8, 10.1, 10.2, 9.9, 10.0])
     incumbent = iter([10.1, 10.0, 9.9, 10.2, 10.0])
-    judgement = compare(NoiseAware(), noise, "candidate", "incumbent", "minimize", "loss",
-                        lambda: next(candidate), lambda: next(incumbent))  # fmt: skip
+    judgement = compare(NoiseAware(), noise, "incumbent", "minimize", "loss",
+                        lambda k: next(candidate), lambda k: next(incumbent))  # fmt: skip
     assert isinstance(judgement, Judgement) and judgement.verdict == "discard"
-    assert noise.samples("incumbent").n > 3
-    assert noise.samples("candidate").n >= 2
+    assert judgement.candidate[0] == 8.0 and len(judgement.candidate) >= 2
+    assert noise.samples("incumbent").values[3:] == judgement.incumbent
+    assert set(noise.groups) == {"incumbent"}
+    assert "at the last look" in judgement.why and "n=6 vs 5 interleaved" in judgement.why
+    assert " se " in judgement.why and " sd " in judgement.why
 
 
 def test_a_measurement_that_writes_a_protected_file_is_tampered(tmp_path: Path) -> None:
@@ -268,7 +287,11 @@ def test_holdout_confirmation(tmp_path: Path, best: int, decision: str) -> None:
     assert incumbent["holdout_gap"] == incumbent["holdout"] - incumbent["value"]
     assert "holdout" in ratchet(project, "status").stdout
     # holdout measurements never enter the search metric's noise estimate
-    assert [m["status"] for m in measurements(project, rows[1]["id"])] == ["ok", "holdout"]
+    assert [m["status"] for m in measurements(project, rows[1]["id"])] == [
+        "ok",
+        "confirm",
+        "holdout",
+    ]
 
 
 def test_the_brief_carries_the_noise_estimate(tmp_path: Path) -> None:

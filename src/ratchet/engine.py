@@ -219,7 +219,7 @@ class Engine:
                 if not measurement.ok or measurement.value is None:
                     failed.append(measurement.why)
                     return False
-                self.judge.noise.add(key, measurement.value)
+                self.judge.add(key, measurement)
                 return True
 
             self.judge.waiting = self.scheduler.waiting

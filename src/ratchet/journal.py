@@ -409,6 +409,15 @@ class Journal:
         ).fetchall()
         return [(row[0], row[1]) for row in rows]
 
+    def measurement_rows(self, run: str) -> list[tuple[int, str, float, int]]:
+        """(experiment, status, value, seed) of every measurement with a value, oldest first."""
+        rows = self.db.execute(
+            "SELECT m.experiment, m.status, m.value, m.seed FROM measurements m JOIN experiments e"
+            " ON e.id = m.experiment WHERE e.run = ? AND m.value IS NOT NULL ORDER BY m.id",
+            (run,),
+        ).fetchall()
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
+
     def last_output(self, experiment: int) -> str:
         row = self.db.execute(
             "SELECT output FROM measurements WHERE experiment = ? ORDER BY id DESC LIMIT 1",

@@ -23,7 +23,7 @@ from ratchet.gates import check_gates, parse_gates
 from ratchet.integrity import compare_digests, digest_protected
 from ratchet.journal import Journal
 from ratchet.measure import Measurement, format_seconds, measure_candidate
-from ratchet.policy import NoiseAware, NoiseModel, Policy, compare, improvement
+from ratchet.policy import Greedy, NoiseAware, NoiseModel, compare, improvement
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import Spec
 from ratchet.workspace import Slot
@@ -49,7 +49,8 @@ class NoiseReport:
     high: float
     pooled_sd: float | None  # over every repeated measurement of the run
     pooled_df: int
-    smallest_detectable: float | None  # the improvement a candidate measured twice needs
+    smallest_detectable: float | None  # the smallest improvement the test can keep
+    warning: str | None  # when that is more than the run can plausibly find
 
 
 class Judge:
@@ -58,7 +59,7 @@ class Judge:
         spec: Spec,
         journal: Journal,
         run: str,
-        policy: Policy,
+        policy: Greedy | NoiseAware,
         executor: Executor,
         sandbox: Sandbox,
         envs: Sequence[Mapping[str, str]],
@@ -74,43 +75,71 @@ class Judge:
         record = journal.run(run)
         self.salt = f"{run}:{record.base_commit}:{record.created_at}" if record else run
         self.noise = NoiseModel()
-        self.running: dict[str, int] = {}  # measurements in flight, by key: each its own seed
-        for experiment, value in journal.measured_values(run):
-            self.noise.add(str(experiment), value)
+        self.taken: dict[str, int] = {}  # measurements taken or in flight, by key: their seeds
+        self._rebuild_noise()
 
-    def seed(self, key: str) -> int:
+    def _rebuild_noise(self) -> None:
+        """A resumed run's noise estimate: the same measurements that built it first.
+
+        Those are the baseline's, and a kept candidate's from its first confirmation on
+        (those before it decided the keep, and were selected on their value).
+        """
+        baseline = self.journal.baseline(self.run)
+        confirmed: set[int] = set()
+        paired = self.spec.policy.paired_seeds
+        for experiment, status, value, seed in self.journal.measurement_rows(self.run):
+            key = str(experiment)
+            self.taken[key] = self.taken.get(key, 0) + 1
+            if status == "confirm":
+                confirmed.add(experiment)
+            is_baseline = baseline is not None and experiment == baseline.id
+            if status in ("ok", "confirm") and (is_baseline or experiment in confirmed):
+                self.noise.add(key, value, seed if paired else None)
+
+    def seed(self, key: str, k: int | None = None) -> int:
         """Paired: the k-th measurement of every commit gets seed k. Otherwise a hash of
-        the run, the experiment and k: unrelated across measurements, experiments and
+        the run, the key and a count: unrelated across measurements, experiments and
         runs, so that no generator seeded with it draws correlated values."""
-        k = self.noise.samples(key).n + self.running.get(key, 0)
+        count = self.taken.get(key, 0)
         if self.spec.policy.paired_seeds:
-            return k
-        salted = f"{self.salt}:{key}:{k}".encode()
+            return count if k is None else k
+        salted = f"{self.salt}:{key}:{count}".encode()
         return int.from_bytes(hashlib.blake2b(salted, digest_size=8).digest(), "big") % 2**31
 
     def measure(
-        self, experiment: int, slot: Slot, tree: str, key: str | None = None
+        self,
+        experiment: int,
+        slot: Slot,
+        tree: str,
+        key: str | None = None,
+        k: int | None = None,
+        status: str | None = None,
     ) -> Measurement:
         """One measurement of `tree` (checked out in `slot`), recorded in the journal.
 
         `key` names the samples it belongs to when they are not the experiment's own: a
         candidate rebased onto a newer incumbent is another program. Its measurements are
-        recorded as `rebased`, which the noise estimate of a resumed run leaves out.
+        recorded as `rebased`. `k` is its index within the candidate's test (the paired
+        seed); `status` replaces `ok` (`confirm`: a keep's confirmation).
         """
         key = key or str(experiment)
         self.on_measure(experiment, slot.index)
-        seed = self.seed(key)
-        self.running[key] = self.running.get(key, 0) + 1
-        try:
-            with self.waiting():
-                m = self.executor.measure(slot, tree, self.spec.metric, self.envs[slot.index],
-                                          seed, self.redact)  # fmt: skip
-        finally:
-            self.running[key] -= 1
-        status = "rebased" if m.ok and key != str(experiment) else m.status
-        self.journal.add_measurement(experiment, m.seed, status, m.value, m.metrics,
+        seed = self.seed(key, k)
+        self.taken[key] = self.taken.get(key, 0) + 1
+        with self.waiting():
+            m = self.executor.measure(slot, tree, self.spec.metric, self.envs[slot.index],
+                                      seed, self.redact)  # fmt: skip
+        recorded: str = m.status
+        if m.ok:
+            recorded = "rebased" if key != str(experiment) else status or m.status
+        self.journal.add_measurement(experiment, m.seed, recorded, m.value, m.metrics,
                                      m.duration, m.output, m.started_at)  # fmt: skip
         return m
+
+    def add(self, key: str, m: Measurement) -> None:
+        """An incumbent's measurement joins the noise estimate (paired: once per seed)."""
+        assert m.value is not None
+        self.noise.add(key, m.value, m.seed if self.spec.policy.paired_seeds else None)
 
     def baseline(self, experiment: int, slot: Slot) -> Verdict:
         repeats = 1 if self.policy.max_measurements == 1 else self.spec.policy.baseline_repeats
@@ -120,13 +149,43 @@ class Judge:
             last = self.measure(experiment, slot, base)
             if not last.ok:
                 return Verdict(last.status, f"baseline: {last.why}", None, last)
-            assert last.value is not None
-            self.noise.add(str(experiment), last.value)
+            self.add(str(experiment), last)
         samples = self.noise.samples(str(experiment))
         noise = self.noise.estimate
-        spread = f" (n={samples.n}, sd {noise.sd:.3g})" if noise.sd is not None else ""
-        why = f"baseline: {self.spec.metric.name} {samples.mean:.6g} on the base commit{spread}"
+        why = f"baseline: {self.spec.metric.name} {samples.mean:.6g} on the base commit"
+        if noise.deterministic:
+            why += (f" ({samples.n} measurements on different seeds agreed exactly: treated as "
+                    "deterministic while every repeat agrees; each keep is measured twice)")  # fmt: skip
+        elif noise.sd is not None:
+            why += f" (n={samples.n}, sd {noise.sd:.3g} of one measurement, {noise.df} df)"
+        warning = self.warning()
+        if warning:
+            why += f"; warning: {warning}"
         return Verdict("keep", why, samples.mean, last)
+
+    def warning(self) -> str | None:
+        """A sentence when the noise leaves nothing the run could plausibly keep."""
+        if not isinstance(self.policy, NoiseAware):
+            return None
+        noise = self.noise.estimate
+        if noise.sd is None or noise.deterministic:
+            return None
+        smallest = self.policy.smallest_detectable(noise)
+        metric, target = self.spec.metric, self.spec.run.target
+        advice = ("measure less noisily (a longer or averaged evaluation, a fixed seed), "
+                  "raise max_repeats, or run `ratchet noise` to firm up the estimate")  # fmt: skip
+        if self.spec.policy.min_delta > 0 and smallest > 2 * self.spec.policy.min_delta:
+            return (f"the smallest improvement this noise lets a keep prove is {smallest:.4g} "
+                    f"(sd {noise.sd:.3g}, {noise.df} df), over twice min_delta "
+                    f"{self.spec.policy.min_delta:g}; {advice}")  # fmt: skip
+        incumbent = self.journal.incumbent(self.run)
+        if target is not None and incumbent is not None and incumbent.value is not None:
+            left = improvement(target, incumbent.value, metric.goal)
+            if 0 < left < smallest:
+                return (f"the smallest improvement this noise lets a keep prove is {smallest:.4g} "
+                        f"(sd {noise.sd:.3g}, {noise.df} df), more than the {left:.4g} left to "
+                        f"the target; {advice}")  # fmt: skip
+        return None
 
     def candidate(
         self, experiment: int, slot: Slot, incumbent: int, parent: str, key: str | None = None
@@ -136,9 +195,9 @@ class Judge:
         protected = self.spec.scope.protected
         reference = digest_protected(slot.path, protected) if protected else {}
         candidate_tree = workspace.staged_tree(slot)
-        incumbent_n = self.noise.samples(str(incumbent)).n
         last: list[Measurement] = []
         tampered: list[str] = []
+        paired = self.spec.policy.paired_seeds
 
         def tamper_check(m: Measurement) -> bool:
             tampered.extend(m.tampered)  # what a remote worker saw
@@ -146,34 +205,39 @@ class Judge:
                 tampered.extend(compare_digests(reference, digest_protected(slot.path, protected)))
             return bool(tampered)
 
-        def measure_candidate_once() -> float | None:
-            m = self.measure(experiment, slot, candidate_tree, key)
+        def measure_candidate_once(k: int, status: str | None = None) -> float | None:
+            m = self.measure(experiment, slot, candidate_tree, key, k, status)
             last.append(m)
             return None if tamper_check(m) or not m.ok else m.value
 
-        def measure_incumbent_once() -> float | None:
+        def measure_incumbent_once(k: int) -> float | None:
             workspace.checkout_tree(slot, parent)
-            m = self.measure(incumbent, slot, parent)
+            m = self.measure(incumbent, slot, parent, k=k)
             changed = tamper_check(m)
             workspace.checkout_tree(slot, candidate_tree)
             return None if changed or not m.ok else m.value
 
         judgement = compare(
-            self.policy, self.noise, key, str(incumbent), self.spec.metric.goal,
+            self.policy, self.noise, str(incumbent), self.spec.metric.goal,
             self.spec.metric.name, measure_candidate_once, measure_incumbent_once,
-            paired=self.spec.policy.paired_seeds,
+            paired=paired, measure_confirmation=lambda k: measure_candidate_once(k, "confirm"),
         )  # fmt: skip
         measurement = last[-1] if last else None
-        theirs = self.noise.samples(str(incumbent))
-        if theirs.n != incumbent_n:  # re-measured: its value is the mean of all of them
-            self.journal.update_value(incumbent, theirs.mean)
+        if judgement is not None and judgement.incumbent:
+            # re-measured: its value is the mean of its unselected measurements, except
+            # when it was just beaten: then those of this test were selected (a keep
+            # needed them to be poor), and its value stays what it was before the test
+            if judgement.verdict == "keep" and judgement.reference is not None:
+                self.journal.update_value(incumbent, judgement.reference)
+            else:
+                self.journal.update_value(incumbent, self.noise.samples(str(incumbent)).mean)
         if tampered:
             why = f"protected files changed during the measurement: {', '.join(tampered)}"
             return Verdict("tampered", why, None, measurement)
         if judgement is None:
             assert measurement is not None
             return Verdict(measurement.status, measurement.why, None, measurement)
-        value = self.noise.samples(key).mean
+        value = judgement.value
         if judgement.verdict != "keep":
             return Verdict("discard", judgement.why, value, measurement)
         assert measurement is not None
@@ -189,6 +253,10 @@ class Judge:
             if overfit:
                 decision = "overfit" if overfit.startswith("overfit") else "discard"
                 return Verdict(decision, overfit, value, measurement)
+        # the new incumbent's noise group starts with the confirmation: unselected values
+        for m, v in zip(last[-len(judgement.confirmed) :], judgement.confirmed, strict=True):
+            assert m.value == v
+            self.noise.add(str(experiment), v, m.seed if paired else None)
         return Verdict("keep", judgement.why, value, measurement)
 
     def holdout(self, experiment: int, slot: Slot) -> Measurement:
@@ -248,9 +316,10 @@ class Judge:
         pooled = self.noise.estimate
         policy = NoiseAware(self.spec.policy.confidence, self.spec.policy.min_delta,
                             self.spec.policy.max_repeats)  # fmt: skip
-        smallest = policy.smallest_detectable(pooled, policy.min_keep_measurements, len(values))
+        smallest = policy.smallest_detectable(pooled)
         return NoiseReport(experiment, len(values), mean, sd, min(values), max(values),
-                           pooled.sd, pooled.df, None if math.isinf(smallest) else smallest)  # fmt: skip
+                           pooled.sd, pooled.df, None if math.isinf(smallest) else smallest,
+                           self.warning())  # fmt: skip
 
     def run_checks(self, slot: Slot) -> str | None:
         """The `checks` command (tests, say), run only for a would-be keep."""

@@ -1,11 +1,23 @@
 """Deciding keep or discard from measurements, and the noise model behind it.
 
-A policy sees the candidate's and the incumbent's samples of the metric and the current
-noise estimate, and returns a verdict with a sentence of why. `measure-again` asks for
-another sample of the candidate before it commits to an answer.
+`compare` measures one candidate against the incumbent until the policy decides; the
+engine drives it with real measurements and `bench/noise.py` with simulated ones. The
+noise-aware test is a group-sequential one (see docs/policy.md for the proof sketch):
 
-`compare` is the one loop that turns measurements into a verdict; the engine drives it
-with real measurements and `bench/noise.py` with simulated ones.
+- the noise is estimated only from measurements that were not selected on their value:
+  repeated measurements of incumbents (the baseline, `ratchet noise`, the fresh
+  measurements taken while a candidate is tested, each keep's confirmation);
+- a candidate is first *screened* on one measurement against the incumbent's reference
+  (a futility stop only: it can discard, never keep);
+- a candidate that passes is tested on measurements interleaved in time with fresh ones
+  of the incumbent (C I C I C ...), whose time centroids coincide at every look, so that
+  a linear trend cancels;
+- the boundary at each of the at most `max_measurements - 1` looks is the Student's t
+  quantile at level alpha / looks (Bonferroni alpha spending), with the degrees of
+  freedom of the noise estimate: the chance that any look crosses is at most alpha;
+- a keep is recorded at fresh confirmation measurements, not at the values that won it.
+
+This module imports nothing of ratchet, and scipy only when a quantile is needed.
 """
 
 from __future__ import annotations
@@ -13,24 +25,52 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from statistics import NormalDist
+from functools import lru_cache
 from typing import Literal, Protocol
 
 Goal = Literal["minimize", "maximize"]
-Verdict = Literal["keep", "discard", "measure-again"]
+Verdict = Literal["keep", "discard"]
 
-FUTILITY_Z = 0.8  # below this after a measurement, a candidate is not worth another one
+SCREEN_Z = 1.0  # one measurement this far (in se) better than the reference earns a test
+FUTILITY_T = 0.5  # at the first look, a t below this ends the test (non-binding)
+FUTILITY_STEP = 0.3  # ... and the futility line rises by this at each later look
+CONFIRMATIONS = 1  # fresh measurements of a keep, at which it is recorded
+
+
+def improvement(candidate: float, incumbent: float, goal: Goal) -> float:
+    """How much better the candidate is; positive means better, whatever the goal."""
+    return incumbent - candidate if goal == "minimize" else candidate - incumbent
+
+
+@lru_cache(maxsize=4096)
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile with `df` degrees of freedom (the normal's when df is 0)."""
+    # lazily, and scipy.special rather than scipy.stats (which takes seconds to import):
+    # the CLI, and a run on a deterministic metric, start without it
+    from scipy.special import ndtri, stdtrit
+
+    if df <= 0:
+        return float(ndtri(p))
+    return float(stdtrit(df, p))
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _mean(values: list[float] | tuple[float, ...]) -> float:
+    return sum(values) / len(values)
 
 
 @dataclass(frozen=True)
 class Samples:
-    """Every measured value of one commit's metric."""
+    """Measured values of one commit's metric."""
 
     values: tuple[float, ...]
 
     @property
     def mean(self) -> float:
-        return sum(self.values) / len(self.values)
+        return _mean(self.values)
 
     @property
     def n(self) -> int:
@@ -44,37 +84,46 @@ class Noise:
     sd: float | None  # None until some commit has been measured twice
     df: int  # degrees of freedom behind the estimate
 
+    @property
+    def deterministic(self) -> bool:
+        """Every repeat so far agreed exactly (confirmed again at every keep)."""
+        return self.sd == 0 and self.df >= 1
+
 
 @dataclass
 class NoiseModel:
     """Repeated measurements of the same commit, pooled: sums of squares within groups.
 
-    Totals are kept up to date as samples arrive, so an estimate costs the same after
-    a hundred thousand experiments as after ten.
+    Only measurements whose inclusion did not depend on their own value belong here
+    (an incumbent's, never a candidate's: a candidate is re-measured after a good draw).
+    A value on a seed its group already has is not a new draw and is left out. Totals
+    are kept up to date, so an estimate costs the same after 100,000 experiments.
     """
 
     groups: dict[str, list[float]] = field(default_factory=dict)
+    _seeds: dict[str, set[int]] = field(default_factory=dict)
     _ss: dict[str, float] = field(default_factory=dict)
     _total_ss: float = 0.0
     _total_df: int = 0
 
-    def add(self, key: str, value: float) -> None:
+    def add(self, key: str, value: float, seed: int | None = None) -> bool:
+        """Add a value; False when its seed was measured before (a paired repeat)."""
+        if seed is not None:
+            seeds = self._seeds.setdefault(key, set())
+            if seed in seeds:
+                return False
+            seeds.add(seed)
         values = self.groups.setdefault(key, [])
         values.append(value)
-        mean = sum(values) / len(values)
+        mean = _mean(values)
         ss = sum((v - mean) ** 2 for v in values)
         self._total_ss += ss - self._ss.get(key, 0.0)
         self._total_df += 1 if len(values) > 1 else 0
         self._ss[key] = ss
+        return True
 
     def samples(self, key: str) -> Samples:
         return Samples(tuple(self.groups.get(key, ())))
-
-    def alias(self, new: str, old: str) -> None:
-        """A kept candidate's samples are the new incumbent's."""
-        if old in self.groups:
-            self.groups[new] = self.groups.pop(old)
-            self._ss[new] = self._ss.pop(old, 0.0)
 
     @property
     def estimate(self) -> Noise:
@@ -86,24 +135,16 @@ class NoiseModel:
 class Judgement:
     verdict: Verdict
     why: str
+    candidate: tuple[float, ...] = ()  # the measurements that decided
+    incumbent: tuple[float, ...] = ()  # the incumbent's, taken while the candidate was tested
+    confirmed: tuple[float, ...] = ()  # a keep's fresh measurements: its recorded value
+    reference: float | None = None  # the incumbent's value before this candidate
 
-
-def improvement(candidate: float, incumbent: float, goal: Goal) -> float:
-    """How much better the candidate is; positive means better, whatever the goal."""
-    return incumbent - candidate if goal == "minimize" else candidate - incumbent
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Student's t quantile (Cornish-Fisher beyond 2 degrees of freedom)."""
-    if df == 1:
-        return math.tan(math.pi * (p - 0.5))
-    if df == 2:
-        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-    z = NormalDist().inv_cdf(p)
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    return z + g1 / df + g2 / df**2 + g3 / df**3
+    @property
+    def value(self) -> float | None:
+        """The candidate's value as recorded: its confirmation if it has one."""
+        values = self.confirmed or self.candidate
+        return _mean(values) if values else None
 
 
 class Policy(Protocol):
@@ -115,151 +156,232 @@ class Policy(Protocol):
         """The most measurements of one candidate."""
         ...
 
-    def judge(
-        self, candidate: Samples, incumbent: Samples, noise: Noise, goal: Goal, metric: str
-    ) -> Judgement:
-        """Keep, discard, or ask for another measurement of the candidate."""
-        ...
 
-
-def _fmt(value: float) -> str:
-    return f"{value:.6g}"
-
-
+@dataclass(frozen=True)
 class Greedy:
-    """Keep only a strict improvement of the mean; a tie is not one."""
+    """Keep only a strict improvement of one measurement; a tie is not one."""
 
-    name = "greedy"
-    max_measurements = 1
-
-    def judge(
-        self, candidate: Samples, incumbent: Samples, noise: Noise, goal: Goal, metric: str
-    ) -> Judgement:
-        new, old = candidate.mean, incumbent.mean
-        delta = improvement(new, old, goal)
-        if delta > 0:
-            return Judgement("keep", f"{metric} {_fmt(old)} -> {_fmt(new)} (better by {delta:.4g})")
-        if delta == 0:
-            return Judgement(
-                "discard", f"{metric} {_fmt(new)} ties the incumbent; a tie is not a keep"
-            )
-        return Judgement(
-            "discard",
-            f"{metric} {_fmt(new)} is worse than the incumbent's {_fmt(old)} by {-delta:.4g}",
-        )
+    name: str = "greedy"
+    max_measurements: int = 1
 
 
 @dataclass(frozen=True)
 class NoiseAware:
-    """A sequential test: keep only an improvement significant at `confidence`.
-
-    After each measurement of the candidate: significant (one-sided Student's t on the
-    pooled noise) and above `min_delta` -> keep, once it has been measured at least
-    twice, so that no single lucky draw is ever kept; below the futility bound ->
-    discard; otherwise measure again, up to `max_measurements`. With zero noise (a
-    deterministic metric) it is strict greedy and measures each candidate once.
-    The defaults were chosen with `bench/noise.py`.
-    """
+    """The group-sequential test; `confidence` bounds a trial's false-keep probability."""
 
     confidence: float = 0.99
     min_delta: float = 0.0
     max_measurements: int = 6
-    min_keep_measurements: int = 2
     name: str = "noise-aware"
 
-    def threshold(self, df: int) -> float:
-        return t_quantile(self.confidence, max(df, 1))
+    @property
+    def alpha(self) -> float:
+        return 1 - self.confidence
 
-    def smallest_detectable(self, noise: Noise, n_candidate: int, n_incumbent: int) -> float:
-        """The improvement that would just be kept with these sample sizes."""
+    @property
+    def looks(self) -> int:
+        """Looks at 2, 3, ... max_measurements measurements of the candidate."""
+        return max(self.max_measurements - 1, 1)
+
+    def boundary(self, df: int) -> float:
+        """The t a look must reach: alpha spent equally over the looks."""
+        return t_quantile(1 - self.alpha / self.looks, df)
+
+    def futility(self, look: int) -> float:
+        return FUTILITY_T + FUTILITY_STEP * (look - 1)
+
+    def smallest_detectable(self, noise: Noise) -> float:
+        """The improvement that, measured exactly, would just be kept at the last look."""
         if noise.sd is None:
             return math.inf
-        se = noise.sd * math.sqrt(1 / n_candidate + 1 / n_incumbent)
-        return max(self.min_delta, se * self.threshold(noise.df))
+        k = self.max_measurements
+        se = noise.sd * math.sqrt(1 / k + 1 / max(k - 1, 1))
+        return max(self.min_delta, se * self.boundary(noise.df))
 
-    def judge(
-        self, candidate: Samples, incumbent: Samples, noise: Noise, goal: Goal, metric: str
-    ) -> Judgement:
-        new, old = candidate.mean, incumbent.mean
-        delta = improvement(new, old, goal)
-        stats = f"n={candidate.n} vs {incumbent.n}"
-        change = f"{metric} {_fmt(old)} -> {_fmt(new)}"
-        if noise.sd is None:
-            if candidate.n < self.max_measurements:
-                return Judgement("measure-again", "the noise is not known yet")
-            return Judgement("discard", f"{change}: the noise could not be estimated ({stats})")
-        if noise.sd == 0:
-            if delta > self.min_delta:
-                return Judgement(
-                    "keep", f"kept: {change} (delta {delta:.4g}; the metric is noiseless)"
-                )
-            if delta == 0:
-                return Judgement("discard", f"discarded: {metric} {_fmt(new)} ties the incumbent; "
-                                 "a tie is not a keep")  # fmt: skip
-            if delta > 0:
-                return Judgement("discard", f"discarded: delta {delta:.4g} is not above "
-                                 f"min_delta {self.min_delta:g}")  # fmt: skip
-            return Judgement("discard", f"discarded: {metric} {_fmt(new)} is worse than the "
-                             f"incumbent's {_fmt(old)} by {-delta:.4g}")  # fmt: skip
-        se = noise.sd * math.sqrt(1 / candidate.n + 1 / incumbent.n)
-        z = delta / se
-        sds = f"{delta:.4g} = {z:.1f} sd"
-        if z >= self.threshold(noise.df) and delta > self.min_delta:
-            if candidate.n < self.min_keep_measurements:
-                return Judgement("measure-again", f"delta {sds} looks significant; confirming")
-            return Judgement("keep", f"kept: {change} (delta {sds}; {stats})")
-        if delta <= self.min_delta and z >= self.threshold(noise.df):
-            return Judgement("discard", f"discarded: delta {delta:.4g} is significant but not "
-                             f"above min_delta {self.min_delta:g} ({stats})")  # fmt: skip
-        if z < FUTILITY_Z or candidate.n >= self.max_measurements:
-            if delta <= 0:
-                return Judgement(
-                    "discard", f"discarded: {change} is not better (delta {sds}; {stats})"
-                )
-            return Judgement("discard", f"discarded: delta {sds} is within noise ({stats})")
-        return Judgement("measure-again", f"delta {sds} is promising but not significant yet")
+    def threshold(self, df: int) -> float:
+        """The one-look t quantile at `confidence` (the holdout's allowance)."""
+        return t_quantile(self.confidence, df)
 
 
 def policy_for(kind: str, confidence: float = 0.99, min_delta: float = 0.0,
-               max_measurements: int = 6) -> Policy:  # fmt: skip
+               max_measurements: int = 6) -> Greedy | NoiseAware:  # fmt: skip
     if kind == "greedy":
         return Greedy()
     return NoiseAware(confidence, min_delta, max_measurements)
 
 
+Measure = Callable[[int], float | None]  # the k-th measurement (0-based), None on failure
+
+
 def compare(
-    policy: Policy,
+    policy: Greedy | NoiseAware,
     noise: NoiseModel,
-    candidate: str,
     incumbent: str,
     goal: Goal,
     metric: str,
-    measure_candidate: Callable[[], float | None],
-    measure_incumbent: Callable[[], float | None],
+    measure_candidate: Measure,
+    measure_incumbent: Measure,
     paired: bool = False,
+    measure_confirmation: Measure | None = None,
 ) -> Judgement | None:
     """Measure the candidate until the policy decides; None when a measurement failed.
 
-    While a candidate is promising but unproven, the incumbent is re-measured so that it
-    never has fewer samples than the candidate: its statistics absorb every
-    re-measurement, and a lucky incumbent regresses towards its mean. With `paired`,
-    the k-th measurement of every commit runs on seed k, and the candidate is compared
-    with the incumbent's measurements on the same seeds.
+    The incumbent's fresh measurements join `noise` under `incumbent` as they are taken
+    (with `paired`, the k-th of them runs on the candidate's k-th seed). A keep is then
+    measured `CONFIRMATIONS` more times (`measure_confirmation`, by default
+    `measure_candidate`): those values, not the ones that won, are its recorded value.
     """
-    while True:
-        value = measure_candidate()
+    confirm = measure_confirmation or measure_candidate
+    reference = noise.samples(incumbent)
+    first = measure_candidate(0)
+    if first is None:
+        return None
+    old = reference.mean
+    delta = improvement(first, old, goal)
+    change = f"{metric} {_fmt(old)} -> {_fmt(first)}"
+    if isinstance(policy, Greedy):
+        if delta > 0:
+            return Judgement("keep", f"kept: {change} (better by {delta:.4g}; greedy, one measurement each)",
+                             (first,), reference=old)  # fmt: skip
+        what = (
+            "ties the incumbent; a tie is not a keep" if delta == 0 else f"is worse by {-delta:.4g}"
+        )
+        return Judgement("discard", f"discarded: {change} {what}", (first,), reference=old)
+    estimate = noise.estimate
+    if estimate.deterministic:
+        return _deterministic(policy, noise, incumbent, goal, metric, first, old, confirm)
+    if estimate.sd is None:  # an incumbent measured once (a resumed greedy run, say)
+        again = measure_incumbent(1)
+        if again is None:
+            return None
+        noise.add(incumbent, again)
+        estimate = noise.estimate
+        if estimate.deterministic:
+            return _deterministic(policy, noise, incumbent, goal, metric, first, old,
+                                  confirm)  # fmt: skip
+    assert estimate.sd is not None
+    se = estimate.sd * math.sqrt(1 + 1 / reference.n)
+    z = delta / se
+    if z < SCREEN_Z:
+        why = (f"discarded: {change}: screen z = delta {delta:.4g} / se {se:.3g} = {z:.2f} "
+               f"< {SCREEN_Z:g} (1 measurement vs the incumbent's {reference.n}; "
+               f"sd {estimate.sd:.3g}, {estimate.df} df)")  # fmt: skip
+        return Judgement("discard", why, (first,), reference=old)
+    return _sequential(policy, noise, incumbent, goal, metric, first, old, measure_candidate,
+                       measure_incumbent, confirm, paired)  # fmt: skip
+
+
+def _sequential(
+    policy: NoiseAware,
+    noise: NoiseModel,
+    incumbent: str,
+    goal: Goal,
+    metric: str,
+    first: float,
+    old: float,
+    measure_candidate: Measure,
+    measure_incumbent: Measure,
+    confirm: Measure,
+    paired: bool,
+) -> Judgement | None:
+    """C I C I C ...: the candidate's mean against the incumbent's fresh measurements."""
+    mine, theirs = [first], list[float]()
+    for k in range(1, policy.max_measurements):
+        fresh = measure_incumbent(k - 1 if paired else k)
+        if fresh is None:
+            return None
+        theirs.append(fresh)
+        noise.add(incumbent, fresh, (k - 1) if paired else None)
+        value = measure_candidate(k)
         if value is None:
             return None
-        noise.add(candidate, value)
-        mine, theirs = noise.samples(candidate), noise.samples(incumbent)
-        if paired and theirs.n >= mine.n:
-            theirs = Samples(theirs.values[: mine.n])
-        judgement = policy.judge(mine, theirs, noise.estimate, goal, metric)
-        if judgement.verdict != "measure-again":
-            return judgement
-        if noise.samples(candidate).n >= policy.max_measurements:
-            return Judgement("discard", judgement.why + "; no measurements left")
-        if noise.samples(incumbent).n <= noise.samples(candidate).n:
-            again = measure_incumbent()
-            if again is not None:
-                noise.add(incumbent, again)
+        mine.append(value)
+        estimate = noise.estimate
+        assert estimate.sd is not None
+        delta = improvement(_mean(mine), _mean(theirs), goal)
+        se = estimate.sd * math.sqrt(1 / len(mine) + 1 / len(theirs))
+        t = delta / se if se > 0 else (math.inf if delta > 0 else -math.inf)
+        look = k
+        bound = policy.boundary(estimate.df)
+        facts = (f"t = delta {delta:.4g} / se {se:.3g} = {t:.2f}; n={len(mine)} vs "
+                 f"{len(theirs)} interleaved; sd {estimate.sd:.3g}, {estimate.df} df")  # fmt: skip
+        change = f"{metric} {_fmt(_mean(theirs))} -> {_fmt(_mean(mine))}"
+        if t >= bound:
+            if delta <= policy.min_delta:
+                why = (f"discarded: {change} is significant ({facts}; t >= {bound:.2f}) but "
+                       f"delta {delta:.4g} is not above min_delta {policy.min_delta:g}")  # fmt: skip
+                return Judgement("discard", why, tuple(mine), tuple(theirs), reference=old)
+            return _confirm(policy, f"kept: {change} ({facts}; t >= {bound:.2f}, look {look} "
+                            f"of {policy.looks} at alpha {policy.alpha:g})", mine, theirs, old,
+                            confirm)  # fmt: skip
+        if t < policy.futility(look) or k == policy.max_measurements - 1:
+            reason = (f"t < {policy.futility(look):.2f}, futility at look {look}"
+                      if t < policy.futility(look) else
+                      f"t < {bound:.2f} at the last look")  # fmt: skip
+            why = f"discarded: {change} ({facts}; {reason})"
+            return Judgement("discard", why, tuple(mine), tuple(theirs), reference=old)
+    raise AssertionError("max_measurements is at least 2")
+
+
+def _confirm(
+    policy: NoiseAware,
+    why: str,
+    mine: list[float],
+    theirs: list[float],
+    old: float,
+    confirm: Measure,
+) -> Judgement | None:
+    confirmed = []
+    for k in range(CONFIRMATIONS):
+        value = confirm(len(mine) + k)
+        if value is None:
+            return None
+        confirmed.append(value)
+    why += f"; recorded at {CONFIRMATIONS} fresh measurement{'s' * (CONFIRMATIONS > 1)}"
+    return Judgement("keep", why, tuple(mine), tuple(theirs), tuple(confirmed), old)
+
+
+def _deterministic(
+    policy: NoiseAware,
+    noise: NoiseModel,
+    incumbent: str,
+    goal: Goal,
+    metric: str,
+    first: float,
+    old: float,
+    confirm: Measure,
+) -> Judgement | None:
+    """Every repeat so far agreed exactly: one measurement decides, a second confirms it.
+
+    The confirmation is the evidence that keeps the claim honest: a metric that only
+    looked deterministic (a coarse value, a clock that ran out at the same step) shows
+    its noise as soon as two measurements of one tree differ, and then no keep is made
+    on it and the noise is estimated from then on.
+    """
+    delta = improvement(first, old, goal)
+    n = noise.estimate.df + len(noise.groups)  # the repeats behind the claim, roughly
+    change = f"{metric} {_fmt(old)} -> {_fmt(first)}"
+    basis = f"deterministic: every repeated measurement so far agreed exactly ({n} of them)"
+    if delta <= policy.min_delta:
+        if delta == 0:
+            what = "ties the incumbent; a tie is not a keep"
+        elif delta > 0:
+            what = f"delta {delta:.4g} is not above min_delta {policy.min_delta:g}"
+        else:
+            what = f"is worse by {-delta:.4g}"
+        return Judgement(
+            "discard", f"discarded: {change} {what} ({basis})", (first,), reference=old
+        )
+    again = confirm(1)
+    if again is None:
+        return None
+    if again != first:
+        # not deterministic after all; the two values are the candidate's, not selected
+        # on their difference, so they are the first evidence of the noise
+        noise.add(f"{incumbent}:determinism-check", first)
+        noise.add(f"{incumbent}:determinism-check", again)
+        why = (f"discarded: {change}, but measured again it gave {_fmt(again)}: the metric "
+               "is not deterministic; its noise is estimated from now on")  # fmt: skip
+        return Judgement("discard", why, (first, again), reference=old)
+    why = f"kept: {change} (delta {delta:.4g}; {basis}, and a second measurement gave the same)"
+    return Judgement("keep", why, (first,), (), (again,), old)

@@ -178,9 +178,11 @@ def noise(
     table.add_row("pooled sd", f"{_fmt(report.pooled_sd)} ({report.pooled_df} degrees of freedom)")
     table.add_row(
         "smallest keep",
-        f"{_fmt(report.smallest_detectable)} (an improvement the policy can tell apart at "
-        f"confidence {spec.policy.confidence:g}, with a candidate measured twice)",
+        f"{_fmt(report.smallest_detectable)} (the smallest improvement a keep can prove at "
+        f"confidence {spec.policy.confidence:g}, with {spec.policy.max_repeats} measurements)",
     )
+    if report.warning:
+        table.add_row("warning", report.warning)
     console.print(table, highlight=False)
 
 
