@@ -247,10 +247,13 @@ def test_settle_undoes_the_command_without_following_links(tmp_path: Path) -> No
     (root / "links").mkdir()
     (root / "links" / "l.json").symlink_to(outside / "keep.txt")
     (root / ".git").write_text("gitdir: /elsewhere\n")
+    for folder in ("pkg", "pkg.d"):  # "pkg.d" sorts between "pkg" and "pkg/..."
+        (root / folder).mkdir()
+        (root / folder / "__init__.py").write_text("")
     settled = settle(root, before, pristine,
                      outputs=["out.json", "out.py", "links/*"], protected=["data"])  # fmt: skip
     assert sorted(settled.removed) == [
-        "__pycache__", "json.py", "links", "out.py"]  # fmt: skip
+        "__pycache__", "json.py", "links", "out.py", "pkg", "pkg.d"]  # fmt: skip
     assert settled.outputs == ["out.json"]
     assert "out.py (code the evaluator could import)" in settled.refused
     assert "links/l.json (a link)" in settled.refused
@@ -262,6 +265,17 @@ def test_settle_undoes_the_command_without_following_links(tmp_path: Path) -> No
     assert sorted(os.listdir(outside)) == ["keep.txt"]  # nothing written through the link
     assert (root / ".git").read_text().startswith("gitdir: ") and git(root, "status", "-s") == (
         "?? out.json")  # fmt: skip
+
+
+def test_what_a_measurement_leaves_or_finds_is_gone_before_the_next(tmp_path: Path) -> None:
+    root, _ = _repo(tmp_path)
+    (root / "json.py").write_text("")  # not in the candidate's tree: gone before the command
+    metric = MetricSpec(command="test ! -e json.py && echo 'loss: 1' && touch made.txt",
+                        name="loss")  # fmt: skip
+    m = measure_candidate(root, metric, ProcessSandbox(), dict(os.environ), 0)
+    assert m.ok, m.output
+    assert not (root / "json.py").exists() and not (root / "made.txt").exists()
+    assert git(root, "status", "--porcelain") == ""
 
 
 def test_a_metrics_file_is_never_read_through_a_link_nor_whole(tmp_path: Path) -> None:

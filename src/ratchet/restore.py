@@ -19,17 +19,18 @@ import contextlib
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import pygit2
 
 from ratchet.integrity import expand_patterns
 from ratchet.spec import matches
 
-_LINK_MODE, _EXEC_MODE, _FILE_MODE = 0o120000, 0o100755, 0o100644
+_LINK_MODE, _EXEC_MODE, _FILE_MODE, _TREE_MODE = 0o120000, 0o100755, 0o100644, 0o040000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # outputs that Python could import or run at start-up are never handed to the evaluator
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".pyw", ".so", ".pth", ".dylib")
@@ -37,25 +38,23 @@ MAX_NAMED = 10  # a note names this many paths, then counts the rest
 GIT_FILE_CAP = 4096  # a worktree's `.git` file is one line
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One path's `lstat`, enough to tell that it changed."""
+class Entry(NamedTuple):
+    """One path's `lstat`, enough to tell that it changed (a tuple: cheap to make)."""
 
-    kind: str  # "dir", "file", "link" or "other"
     mode: int
-    key: tuple[int, int, int, int, int]  # inode, size, mtime_ns, ctime_ns, mode
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
 
-    @staticmethod
-    def of(info: os.stat_result) -> Entry:
-        mode = info.st_mode
-        kind = (
-            "dir" if stat.S_ISDIR(mode)
-            else "file" if stat.S_ISREG(mode)
-            else "link" if stat.S_ISLNK(mode)
-            else "other"
-        )  # fmt: skip
-        return Entry(kind, mode, (info.st_ino, info.st_size, info.st_mtime_ns,
-                                  info.st_ctime_ns, mode))  # fmt: skip
+    @property
+    def kind(self) -> str:
+        """ "dir", "file", "link" or "other"."""
+        if stat.S_ISDIR(self.mode):
+            return "dir"
+        if stat.S_ISREG(self.mode):
+            return "file"
+        return "link" if stat.S_ISLNK(self.mode) else "other"
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,7 @@ class GitPristine:
     def __init__(self, repo: pygit2.Repository, tree: str) -> None:
         self.repo = repo
         self.tree = repo[pygit2.Oid(hex=tree)].peel(pygit2.Tree)
+        self._paths: frozenset[str] | None = None
 
     def _entry(self, path: str) -> pygit2.Object | None:
         try:
@@ -93,7 +93,9 @@ class GitPristine:
             return None
 
     def has(self, path: str) -> bool:
-        return self._entry(path) is not None
+        if self._paths is None:
+            self._paths = _tree_paths(self.repo, self.tree)
+        return path in self._paths
 
     def read(self, path: str) -> tuple[int, bytes] | None:
         entry = self._entry(path)
@@ -111,6 +113,33 @@ class GitPristine:
             return GitPristine(repo, str(repo.index.write_tree()))
         except (pygit2.GitError, KeyError, OSError):
             return None
+
+
+_PATHS: dict[str, frozenset[str]] = {}  # tree id -> its paths; a tree id never changes
+_PATHS_KEPT = 16  # the trees a run measures over and over: candidates and incumbents
+_PATHS_LOCK = threading.Lock()  # slots measure in threads
+
+
+def _tree_paths(repo: pygit2.Repository, tree: pygit2.Tree) -> frozenset[str]:
+    """Every file, link and folder of `tree` (one walk, then remembered by its id):
+    looking paths up one by one costs milliseconds each in pygit2."""
+    key = str(tree.id)
+    if key not in _PATHS:
+        found: set[str] = set()
+        pending = [(tree, "")]
+        while pending:
+            folder, prefix = pending.pop()
+            for entry in folder:
+                path = prefix + str(entry.name)
+                found.add(path)
+                if entry.filemode == _TREE_MODE:
+                    pending.append((repo[entry.id].peel(pygit2.Tree), path + "/"))
+        with _PATHS_LOCK:
+            while len(_PATHS) >= _PATHS_KEPT:
+                _PATHS.pop(next(iter(_PATHS)))
+            _PATHS[key] = frozenset(found)
+        return frozenset(found)
+    return _PATHS[key]
 
 
 class FolderPristine:
@@ -137,8 +166,11 @@ def _read_entry(folder: Path, path: str) -> tuple[int, bytes] | None:
             return _LINK_MODE, os.fsencode(os.readlink(name, dir_fd=fd))
         if not stat.S_ISREG(info.st_mode):
             return None
-        handle = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO never blocks
+        handle = os.open(name, flags, dir_fd=fd)
         with os.fdopen(handle, "rb") as reader:
+            if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+                return None  # swapped since the stat
             data = reader.read()
         return (_EXEC_MODE if info.st_mode & 0o111 else _FILE_MODE), data
 
@@ -171,7 +203,9 @@ def take_snapshot(root: Path) -> Snapshot:
                         continue
                     rel = prefix + item.name
                     try:
-                        entry = Entry.of(item.stat(follow_symlinks=False))
+                        info = item.stat(follow_symlinks=False)
+                        entry = Entry(info.st_mode, info.st_ino, info.st_size,
+                                      info.st_mtime_ns, info.st_ctime_ns)  # fmt: skip
                     except OSError:
                         continue  # gone since the listing
                     entries[rel] = entry
@@ -278,20 +312,18 @@ def settle(
     done.outputs = sorted(handed)
     keep_dirs = {"/".join(p.split("/")[:i]) for p in handed for i in range(1, p.count("/") + 1)}
 
-    removed_dirs: list[str] = []
+    removed_dirs: set[str] = set()
     for path in sorted(now.entries.keys() - before.entries.keys()):
-        if path in handed or path in keep_dirs:
-            continue
-        if any(path.startswith(d + "/") for d in removed_dirs[-1:]):
-            continue  # inside a folder removed whole
+        if path in handed or path in keep_dirs or _under(path, removed_dirs):
+            continue  # handed over, or inside a folder removed whole
         _remove(root, path)
         done.removed.append(path)
         if now.entries[path].kind == "dir":
-            removed_dirs.append(path)
+            removed_dirs.add(path)
 
     for path in sorted(before.entries):
         was, found = before.entries[path], now.entries.get(path)
-        if found is not None and found.key == was.key:
+        if found == was:
             continue
         if was.kind == "dir":
             if found is None or found.kind != "dir":
@@ -325,19 +357,24 @@ def settle(
 
 def prune(root: Path, snapshot: Snapshot, pristine: Pristine) -> Snapshot:
     """Remove what is on disk but not in the candidate's tree; the snapshot without it."""
-    gone: list[str] = []
+    gone: set[str] = set()
     for path in sorted(snapshot.entries):
-        if any(path.startswith(g + "/") for g in gone[-1:]) or pristine.has(path):
+        if _under(path, gone) or pristine.has(path):
             continue
         _remove(root, path, missing_ok=True)
-        gone.append(path)
+        gone.add(path)
     if not gone:
         return snapshot
-    kept = {
-        p: e for p, e in snapshot.entries.items()
-        if not any(p == g or p.startswith(g + "/") for g in gone)
-    }  # fmt: skip
+    kept = {p: e for p, e in snapshot.entries.items() if p not in gone and not _under(p, gone)}
     return Snapshot(kept, snapshot.git_kind, snapshot.git_file)
+
+
+def _under(path: str, folders: set[str]) -> bool:
+    """Whether a folder above `path` is one of `folders`."""
+    if not folders:
+        return False
+    parts = path.split("/")
+    return any("/".join(parts[:i]) in folders for i in range(1, len(parts)))
 
 
 def _same(root: Path, path: str, found: Entry, clean: tuple[int, bytes]) -> bool:
@@ -350,7 +387,7 @@ def _same(root: Path, path: str, found: Entry, clean: tuple[int, bytes]) -> bool
     executable = bool(found.mode & 0o100)
     if found.kind != "file" or executable != (mode == _EXEC_MODE):
         return False
-    if found.key[1] != len(data):
+    if found.size != len(data):
         return False
     try:
         current = _read_entry(root, path)
