@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pygit2
 
-from ratchet.restore import GitPristine, prune, settle, take_snapshot
+from ratchet.restore import GitPristine, prune, settle, take_snapshot, whole_folders
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
            "GIT_COMMITTER_EMAIL": "b@b"}  # fmt: skip
@@ -74,15 +74,18 @@ def hostile(worktree: Path) -> None:
     (worktree / "mod2.py").write_text("X = -1\n")
 
 
-def time_case(worktree: Path, head: str, repeats: int) -> tuple[int, float, float, float]:
+def time_case(worktree: Path, head: str, repeats: int,
+              protected: list[str]) -> tuple[int, float, float, float]:  # fmt: skip
     """Paths walked; ms for the snapshot a measurement starts with, and for a settle."""
     pristine = GitPristine(pygit2.Repository(str(worktree)), head)
-    snap = take_snapshot(worktree)
-    start_ms = timed(lambda: prune(worktree, take_snapshot(worktree), pristine), lambda: None,
+    skip = whole_folders(protected)
+    snap = take_snapshot(worktree, skip)
+    start_ms = timed(lambda: prune(worktree, take_snapshot(worktree, skip), pristine),
+                     lambda: None, repeats)  # fmt: skip
+    clean_ms = timed(lambda: settle(worktree, snap, pristine, (), protected), lambda: None,
                      repeats)  # fmt: skip
-    clean_ms = timed(lambda: settle(worktree, snap, pristine), lambda: None, repeats)
-    hostile_ms = timed(lambda: settle(worktree, snap, pristine), lambda: hostile(worktree),
-                       repeats)  # fmt: skip
+    hostile_ms = timed(lambda: settle(worktree, snap, pristine, (), protected),
+                       lambda: hostile(worktree), repeats)  # fmt: skip
     return len(snap.entries), start_ms, clean_ms, hostile_ms
 
 
@@ -93,16 +96,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}; median of {args.repeats}, milliseconds")
-    print(f"{'tree':<34} {'paths':>7} {'snapshot+prune':>15} {'settle, clean':>14} "
+    print(f"{'tree':<50} {'paths':>7} {'snapshot+prune':>15} {'settle, clean':>14} "
           f"{'settle, hostile':>16}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [("small (30 files)", 0, 0),
-                 (f"+ data/ of {args.files} files, {args.big_mb} MB", args.files, args.big_mb)]  # fmt: skip
-        for i, (label, files, big) in enumerate(cases):
-            worktree, head = project(Path(tmp) / f"p{i}", files, big)
-            paths, start_ms, clean_ms, hostile_ms = time_case(worktree, head, args.repeats)
-            print(f"{label:<34} {paths:>7} {start_ms:>15.1f} {clean_ms:>14.1f} "
-                  f"{hostile_ms:>16.1f}")  # fmt: skip
+        big = f"+ data/ of {args.files} files, {args.big_mb} MB"
+        cases = [("small (30 files)", 0, 0, [[]]), (big, args.files, args.big_mb, [[], ["data"]])]
+        for i, (label, files, mb, protections) in enumerate(cases):
+            worktree, head = project(Path(tmp) / f"p{i}", files, mb)
+            for protected in protections:
+                shown = f"{label}, protected {protected}" if protected else label
+                paths, start_ms, clean_ms, hostile_ms = time_case(worktree, head, args.repeats,
+                                                                  protected)  # fmt: skip
+                print(f"{shown:<50} {paths:>7} {start_ms:>15.1f} {clean_ms:>14.1f} "
+                      f"{hostile_ms:>16.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

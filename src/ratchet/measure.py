@@ -30,6 +30,7 @@ from ratchet.restore import (
     prune,
     settle,
     take_snapshot,
+    whole_folders,
 )
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import MetricSpec
@@ -205,7 +206,7 @@ def measure_candidate(
     it: what the command or the evaluator created is removed afterwards.
     """
     source = pristine if pristine is not None else GitPristine.of_worktree(worktree)
-    before = take_snapshot(worktree)
+    before = take_snapshot(worktree, whole_folders(protected))
     if source is not None:  # the starting point is the candidate's tree, nothing else
         before = prune(worktree, before, source)
     tampered: list[str] = []

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import pygit2
+from wcmatch import glob
 
 from ratchet.integrity import expand_patterns
-from ratchet.spec import matches
+from ratchet.spec import GLOB_FLAGS, matches
 
 _LINK_MODE, _EXEC_MODE, _FILE_MODE, _TREE_MODE = 0o120000, 0o100755, 0o100644, 0o040000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -190,8 +191,23 @@ def open_parent(root: Path, path: str) -> Iterator[tuple[int, str]]:
         os.close(fd)
 
 
-def take_snapshot(root: Path) -> Snapshot:
-    """Every path under `root` (links not followed, `.git` at the top left out)."""
+def whole_folders(protected: Sequence[str]) -> frozenset[str]:
+    """The folders that `protected` covers whole, by a plain name or `name/**`.
+
+    A snapshot need not look inside them: the judge digests every file there before and
+    after each measurement, so anything added or changed there is `tampered` anyway.
+    """
+    found = set()
+    for pattern in protected:
+        name = pattern.removesuffix("/**").rstrip("/")
+        if name and not glob.is_magic(name, flags=GLOB_FLAGS):
+            found.add(name)
+    return frozenset(found)
+
+
+def take_snapshot(root: Path, skip: frozenset[str] = frozenset()) -> Snapshot:
+    """Every path under `root` (links not followed, `.git` at the top left out); the
+    folders in `skip` are listed, not what they hold."""
     entries: dict[str, Entry] = {}
     pending: list[tuple[int, str]] = [(os.open(root, _DIR_FLAGS), "")]
     while pending:
@@ -209,7 +225,7 @@ def take_snapshot(root: Path) -> Snapshot:
                     except OSError:
                         continue  # gone since the listing
                     entries[rel] = entry
-                    if entry.kind == "dir":
+                    if entry.kind == "dir" and rel not in skip:
                         with contextlib.suppress(OSError):
                             pending.append((os.open(item.name, _DIR_FLAGS, dir_fd=fd), rel + "/"))
         except OSError:
@@ -285,7 +301,7 @@ def settle(
 ) -> Settled:
     """Make the tree under `root` what `before` recorded, but for the declared `outputs`."""
     done = Settled()
-    now = take_snapshot(root)
+    now = take_snapshot(root, whole_folders(protected))
     output_globs = expand_patterns(list(outputs)) if outputs else []
     protected_globs = expand_patterns(list(protected)) if protected else []
     if before.git_kind is None and now.git_kind is not None:
