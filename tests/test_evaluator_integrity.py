@@ -69,6 +69,13 @@ CANDIDATES = {
         f"{FORGE_JSON.replace(chr(10), '; ').rstrip('; ')!r} + '\\n')\n"
     ),
     "rewrites value.py": "X = 9\nopen('value.py', 'w').write('X = 2\\n')\n",
+    "plants in data/": (  # a folder protected whole, which the restore does not walk
+        "X = 9\n"
+        "try:\n"
+        "    open('data/json.py', 'w').write('')\n"
+        "except OSError as error:\n"
+        "    print('read-only:', error)\n"
+    ),
     "rewrites scoring.py": (
         "X = 9\n"
         "try:\n"
@@ -96,7 +103,7 @@ def spec_text(layer: str, metric_extra: str = "", evaluate: str = f"{PY} evaluat
     return f"""
 [scope]
 editable = ["value.py"]
-protected = ["evaluate.py", "scoring.py"]
+protected = ["evaluate.py", "scoring.py", "data"]
 [metric]
 command = "{PY} value.py"
 evaluate = "{evaluate}"
@@ -148,17 +155,19 @@ def test_a_file_planted_at_run_time_never_forges_the_score(
     if plant == "sitecustomize.py":  # an evaluator whose import path holds the worktree
         evaluate = f"PYTHONPATH=. {PY} evaluate.py"
     files = {"value.py": "X = 5\n", "evaluate.py": EVALUATOR, "scoring.py": SCORING,
-             "bad.txt": CANDIDATES[plant], "pick.py": PICK}  # fmt: skip
+             "bad.txt": CANDIDATES[plant], "pick.py": PICK, "data/n.txt": "1\n"}  # fmt: skip
     project = make_project(tmp_path / "p", files, spec_text(layer, evaluate=evaluate))
     home = tmp_path / "home"
     home.mkdir()
     bad, _ = run_two(project, home)
     assert bad["value"] != FORGED
     output = outputs_of(project, int(str(bad["id"])))
-    if plant == "rewrites scoring.py" and layer == "process":
-        # writable under the process layer: restored for the evaluator, and reported
+    if plant in ("rewrites scoring.py", "plants in data/") and layer == "process":
+        # writable under the process layer: a protected change is `tampered`
         assert bad["decision"] == "tampered", bad["why"]
-        assert "scoring.py changed" in str(bad["why"])
+        assert (
+            "scoring.py changed" if plant.startswith("rewrites") else "data/json.py added"
+        ) in str(bad["why"])
         return
     assert bad["decision"] == "discard", (bad["why"], output)
     assert bad["value"] == 49  # the evaluator's honest value for X = 9
