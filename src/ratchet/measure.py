@@ -2,24 +2,46 @@
 
 With `[metric] evaluate` set, the candidate's `command` runs first and only the
 protected evaluator's output is parsed, so nothing the candidate prints can become
-the metric.
+the metric. Between the two, the worktree is brought back to the candidate's tree plus
+the declared `[metric] outputs` (see ratchet.restore), so that nothing the command
+planted (a `json.py`, a forged `.pyc`, a `sitecustomize.py`) reaches the evaluator.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import os
 import re
+import stat
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from ratchet.restore import (
+    GitPristine,
+    Pristine,
+    Snapshot,
+    open_parent,
+    prune,
+    settle,
+    take_snapshot,
+    whole_folders,
+)
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import MetricSpec
 
 Status = Literal["ok", "crash", "timeout", "no-metric", "not-finite"]
+METRICS_FILE_CAP = 1 << 20  # bytes of `[metric] file` read at most
+# the evaluate step's Python: no user site-packages (a candidate under the process layer
+# can write to ~/.local), no bytecode written into the tree, and bytecode read only from
+# `__pycache__` folders, which the restore empties, not from a cache folder elsewhere
+EVALUATOR_ENV = {"PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+EVALUATOR_UNSET = ("PYTHONPYCACHEPREFIX",)
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
 _PAIR = re.compile(rf"^\s*([A-Za-z_][\w./-]*)\s*[:=]\s*({_NUMBER})\s*$", re.IGNORECASE)
@@ -97,11 +119,12 @@ def read_metric(
             except ValueError:
                 return None, metrics, f"the pattern matched {found[-1]!r}, which is not a number"
     if spec.file is not None:
-        path = worktree / spec.file
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_metrics_file(worktree, spec.file))
         except FileNotFoundError:
             return None, metrics, f"the metrics file '{spec.file}' was not written"
+        except MetricsFileError as exc:
+            return None, metrics, f"the metrics file '{spec.file}' {exc}"
         except (OSError, ValueError) as exc:
             return None, metrics, f"the metrics file '{spec.file}' is not JSON ({exc})"
         if not isinstance(data, dict):
@@ -118,6 +141,46 @@ def read_metric(
     return value, metrics, ""
 
 
+class MetricsFileError(Exception):
+    """Why a metrics file was not read: the end of a sentence naming it."""
+
+
+def read_metrics_file(worktree: Path, name: str) -> str:
+    """The file's text, opened without following a link anywhere on its path.
+
+    A link (which could point at a file outside the worktree), a folder, a FIFO or a
+    file over METRICS_FILE_CAP bytes is never read.
+    """
+    if name.startswith("/") or ".." in name.split("/"):
+        raise MetricsFileError("is not inside the worktree")
+    try:
+        with open_parent(worktree, name) as (fd, base):
+            info = os.stat(base, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                raise MetricsFileError("is a symbolic link; it was not followed")
+            if not stat.S_ISREG(info.st_mode):
+                raise MetricsFileError("is not a regular file")
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            handle = os.open(base, flags, dir_fd=fd)
+    except OSError as error:
+        if error.errno in (errno.ENOTDIR, errno.ELOOP):  # O_NOFOLLOW met a link, or a file
+            raise MetricsFileError("has a link or a file on its path where a folder should be; "
+                                   "it was not followed") from None  # fmt: skip
+        raise
+    with os.fdopen(handle, "rb") as reader:
+        if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+            raise MetricsFileError("is not a regular file")
+        data = reader.read(METRICS_FILE_CAP + 1)
+    if len(data) > METRICS_FILE_CAP:
+        raise MetricsFileError(f"is larger than {METRICS_FILE_CAP // 1024} KiB; it was not read")
+    return data.decode("utf-8", errors="replace")
+
+
+def evaluator_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The evaluate step's environment: the command's, hardened for Python."""
+    return {**{k: v for k, v in env.items() if k not in EVALUATOR_UNSET}, **EVALUATOR_ENV}
+
+
 def _last_line(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     return lines[-1][:200] if lines else "no output"
@@ -130,8 +193,53 @@ def measure_candidate(
     env: Mapping[str, str],
     seed: int,
     redact: Callable[[str], str] = lambda text: text,
+    *,
+    pristine: Pristine | None = None,
+    protected: Sequence[str] = (),
 ) -> Measurement:
-    """Run the metric command (then the evaluator) once and classify the result."""
+    """Run the metric command (then the evaluator) once and classify the result.
+
+    `pristine` is where the candidate's files are read back from when the command
+    changed them (by default the git index of `worktree`, if it is a git worktree);
+    `protected` are the spec's protected globs: a protected file the command changed is
+    restored and reported in `tampered`. The worktree is left as the measurement found
+    it: what the command or the evaluator created is removed afterwards.
+    """
+    source = pristine if pristine is not None else GitPristine.of_worktree(worktree)
+    before = take_snapshot(worktree, whole_folders(protected))
+    if source is not None:  # the starting point is the candidate's tree, nothing else
+        before = prune(worktree, before, source)
+    tampered: list[str] = []
+    try:
+        m = _run_steps(worktree, spec, sandbox, env, seed, redact, before, source, protected,
+                       tampered)  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error that stopped the measurement matters
+            settle(worktree, before, source, (), protected)
+        raise
+    try:
+        after = settle(worktree, before, source, (), protected)
+    except OSError as error:
+        why = f"the worktree could not be brought back after the measurement: {error}"
+        return Measurement("crash", None, {}, m.duration, m.output, why, seed, m.started_at)
+    tampered += [t for t in after.tampered if t not in tampered]
+    notes = after.notes("after the measurement") if after.restored else ""
+    output = f"{m.output}\n{notes}" if notes else m.output
+    return replace(m, output=output, tampered=(*m.tampered, *tampered))
+
+
+def _run_steps(
+    worktree: Path,
+    spec: MetricSpec,
+    sandbox: Sandbox,
+    env: Mapping[str, str],
+    seed: int,
+    redact: Callable[[str], str],
+    before: Snapshot,
+    source: Pristine | None,
+    protected: Sequence[str],
+    tampered: list[str],
+) -> Measurement:
     started_at = time.time()
     env = {**env, "RATCHET_SEED": str(seed)}
     steps = [("command", spec.command, spec.budget)]
@@ -140,7 +248,24 @@ def measure_candidate(
     outputs: list[str] = []
     duration = 0.0
     for role, command, budget in steps:
-        result = sandbox.run(command, worktree, env, budget, spec.grace, pidfile_for(worktree))
+        step_env = env
+        if role == "evaluator":
+            try:
+                settled = settle(worktree, before, source, spec.outputs, protected)
+            except OSError as error:
+                why = f"the worktree could not be brought back for the evaluator: {error}"
+                return Measurement("crash", None, {}, duration, "\n".join(outputs), why, seed,
+                                   started_at)  # fmt: skip
+            tampered += settled.tampered
+            if notes := settled.notes("before the evaluator"):
+                outputs.append(notes)
+            if settled.lost:
+                why = (f"the command changed {', '.join(sorted(settled.lost)[:5])} and there is "
+                       "no clean copy to restore, so the evaluator was not run")  # fmt: skip
+                return Measurement("crash", None, {}, duration, "\n".join(outputs), why, seed,
+                                   started_at)  # fmt: skip
+            step_env = evaluator_environment(env)
+        result = sandbox.run(command, worktree, step_env, budget, spec.grace, pidfile_for(worktree))
         duration += result.duration
         text = redact(result.output)
         outputs.append(f"$ {command}\n{text}" if spec.evaluate else text)

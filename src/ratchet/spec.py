@@ -89,6 +89,7 @@ class MetricSpec(_Section):
     grace: Duration = 5.0
     pattern: str | None = None
     file: str | None = None
+    outputs: list[str] = []  # globs: the files `command` may hand to `evaluate`
     strict: bool = False
     gates: dict[str, str] = {}
     confirm: str | None = None
@@ -101,6 +102,18 @@ class MetricSpec(_Section):
         from ratchet.gates import parse_gates
 
         parse_gates(self.gates)  # raises ValueError with one line naming the gate
+        return self
+
+    @model_validator(mode="after")
+    def _check_outputs(self) -> MetricSpec:
+        if self.outputs and not self.evaluate:
+            raise ValueError(
+                "outputs: names the files the command hands to the evaluate step; "
+                "set evaluate too, or remove outputs"
+            )
+        for pattern in self.outputs:
+            if not pattern or pattern.startswith("/") or ".." in pattern.split("/"):
+                raise ValueError(f"outputs: {pattern!r} must be a path inside the worktree")
         return self
 
     @model_validator(mode="after")

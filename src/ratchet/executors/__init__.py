@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ratchet.measure import Measurement, measure_candidate
+from ratchet.restore import GitPristine
 from ratchet.sandbox import Sandbox
 from ratchet.spec import MetricSpec, Spec
 from ratchet.workspace import Slot
@@ -42,12 +43,17 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """The measurement runs in the slot's worktree, in the run's sandbox."""
+    """The measurement runs in the slot's worktree, in the run's sandbox.
+
+    What the command changes or creates there is undone from the slot's git objects
+    before the evaluate step (ratchet.restore); `protected` are the spec's globs.
+    """
 
     name = "local"
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, protected: list[str] | None = None) -> None:
         self.sandbox = sandbox
+        self.protected = list(protected or [])
 
     def measure(
         self,
@@ -58,7 +64,9 @@ class LocalExecutor:
         seed: int,
         redact: Redact,
     ) -> Measurement:
-        return measure_candidate(slot.path, metric, self.sandbox, env, seed, redact)
+        pristine = GitPristine(slot.repo, tree)
+        return measure_candidate(slot.path, metric, self.sandbox, env, seed, redact,
+                                 pristine=pristine, protected=self.protected)  # fmt: skip
 
     def interrupt(self) -> None:
         pass  # the engine kills the slots' process groups itself
@@ -72,4 +80,4 @@ def make_executor(spec: Spec, project: Path, sandbox: Sandbox) -> Executor:
         from ratchet.executors.ray import RayExecutor  # imports ray: only when used
 
         return RayExecutor(spec, project, sandbox)
-    return LocalExecutor(sandbox)
+    return LocalExecutor(sandbox, spec.scope.protected)

@@ -6,6 +6,8 @@ base to the tree to measure. A worker extracts each base once into a cache under
 folder, copies it for every measurement, applies the patch and runs the metric command
 through the process layer, so that the budget is enforced there, on the worker. Protected
 files are digested before and after on the worker; a change comes back in `tampered`.
+Before the evaluate step the tree is brought back to the candidate's (ratchet.restore)
+from clean copies: the files the patch wrote, kept aside, then the node's cached base.
 With `shared_path`, the worker checks the tree out of the repository at that path instead,
 and shipping takes over if the tree is not there.
 
@@ -36,6 +38,7 @@ from ratchet.errors import RunError
 from ratchet.executors import Redact
 from ratchet.integrity import compare_digests, digest_protected
 from ratchet.measure import Measurement, measure_candidate
+from ratchet.restore import FolderPristine, GitPristine, Pristine
 from ratchet.sandbox import ProcessSandbox, Sandbox, pidfile_for
 from ratchet.spec import MetricSpec, Spec, SpecError
 from ratchet.workspace import Slot
@@ -133,6 +136,24 @@ def _checkout_shared(shared: Path, tree: str, dest: Path) -> bool:
     return True
 
 
+def _keep_patched(patch: bytes, candidate: Path, kept: Path) -> Path:
+    """A clean copy of the files the patch wrote (few and small), to restore them from."""
+    kept.mkdir()
+    if not patch:
+        return kept
+    for delta in pygit2.Diff.parse_diff(patch).deltas:
+        if delta.status_char() == "D":
+            continue
+        path = delta.new_file.path
+        source, target = candidate / path, kept / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        elif source.is_file():
+            shutil.copy2(source, target)
+    return kept
+
+
 def measure_on_worker(job: Job, base: list[Any]) -> Measurement | str:
     """The Ray task: the candidate in a fresh folder, measured there under its budget."""
     root = Path(tempfile.gettempdir()) / "ratchet-ray"
@@ -143,26 +164,33 @@ def measure_on_worker(job: Job, base: list[Any]) -> Measurement | str:
     watchdog = subprocess.Popen(["/bin/sh", "-c", _WATCHDOG, "sh", str(pidfile_for(candidate)),
                                  str(work)], stdin=subprocess.PIPE, start_new_session=True)  # fmt: skip
     try:
+        pristine: Pristine
         if job.shared_path is not None:
             if not _checkout_shared(Path(job.shared_path), job.tree, candidate):
                 return MISSING
+            pristine = GitPristine(pygit2.Repository(job.shared_path), job.tree)
         else:
             candidate.rmdir()
-            shutil.copytree(_base_dir(root, job.base_id, base), candidate, symlinks=True)
+            cache = _base_dir(root, job.base_id, base)
+            shutil.copytree(cache, candidate, symlinks=True)
             if job.patch:
                 (work / "patch").write_bytes(job.patch)
                 # outside any repository: git must not look for one above the folder
                 _git(candidate, "apply", "--binary", "--whitespace=nowarn", str(work / "patch"),
                      env={"GIT_CEILING_DIRECTORIES": str(work)})  # fmt: skip
+            pristine = FolderPristine(
+                [_keep_patched(job.patch, candidate, work / "patched"), cache]
+            )
         env = {k: v for k, v in job.env.items() if k != "CUDA_VISIBLE_DEVICES"}
         if "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPUs Ray gave this task, not the driver's
             env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
         env["RATCHET_WORKER_PID"] = str(os.getpid())
         before = digest_protected(candidate, job.protected)
         sandbox = ProcessSandbox(memory=job.memory)
-        m = measure_candidate(candidate, job.metric, sandbox, env, job.seed)
+        m = measure_candidate(candidate, job.metric, sandbox, env, job.seed,
+                              pristine=pristine, protected=job.protected)  # fmt: skip
         changed = compare_digests(before, digest_protected(candidate, job.protected))
-        return replace(m, tampered=tuple(changed))
+        return replace(m, tampered=tuple(dict.fromkeys([*m.tampered, *changed])))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         assert watchdog.stdin is not None
