@@ -122,6 +122,16 @@ def test_a_command_runs_in_the_worktree_and_its_output_comes_back(
     assert (out.stat().st_uid, out.stat().st_gid) == (os.getuid(), os.getgid())
 
 
+def test_a_worktree_path_with_commas_quotes_and_colons_is_mounted_as_is(
+    docker_image: str, tmp_path: Path
+) -> None:
+    """`--mount` fields are CSV-quoted; `-v` would have split this path at its colon."""
+    odd = tmp_path / 'my,project "v2":final'
+    odd.mkdir()
+    result = run(DockerSandbox(docker_image), python("import os; print(os.getcwd())"), odd)
+    assert result.returncode == 0 and result.output.splitlines() == [str(odd)], result.output
+
+
 def test_a_non_root_user_uses_a_worktree_under_a_private_state_folder(
     docker_image: str, slot: Path
 ) -> None:
