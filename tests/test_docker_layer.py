@@ -12,6 +12,7 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,8 @@ import pytest
 from conftest import check_consistent, experiments, git, make_project, ratchet
 from ratchet.environment import child_environment
 from ratchet.sandbox import ProcessResult
-from ratchet.sandbox.docker import DockerSandbox
+from ratchet.sandbox.docker import DockerSandbox, container_record
+from ratchet.sandbox.process import kill_leftover
 
 PROTECTED = ["prepare.py", "data"]
 EVENT_TIMEOUT = 30.0  # seconds to wait for a container to reach a point it signals
@@ -176,6 +178,36 @@ def test_the_budget_kills_a_hanging_command_and_removes_its_container(
     assert result.timed_out and result.returncode is None
     assert result.duration < 5.0 + 1.0 + 10.0
     assert containers_named(name) == []
+
+
+ORPHAN = """
+import sys
+from pathlib import Path
+from ratchet.sandbox.docker import DockerSandbox, container_record
+from ratchet.sandbox.process import kill_leftover
+slot = Path(sys.argv[2])
+DockerSandbox(sys.argv[1]).run(sys.argv[3], slot, {}, 600, 1.0, slot.parent / "0.pid")
+"""
+
+
+def test_a_container_left_by_a_killed_ratchet_goes_with_the_slots_next_command(
+    docker_image: str, slot: Path
+) -> None:
+    pidfile = slot.parent / "0.pid"
+    hang = python("import time; open('started', 'w').close(); time.sleep(600)")
+    killed = subprocess.Popen([sys.executable, "-c", ORPHAN, docker_image, str(slot), hang])
+    try:
+        wait_for(slot / "started")
+    finally:
+        killed.kill()  # ratchet itself, killed outright mid-measurement
+        killed.wait()
+    kill_leftover(pidfile)  # what the next ratchet does first: the CLI's group is gone
+    name = container_record(pidfile).read_text()
+    assert containers_named(name) == [name]  # yet the daemon's container runs on
+    result = run(DockerSandbox(docker_image), "true", slot, pidfile=pidfile)
+    assert result.returncode == 0, result.output
+    assert containers_named(name) == []
+    assert not container_record(pidfile).exists()
 
 
 # ---- what a container cannot do ----

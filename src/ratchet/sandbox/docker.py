@@ -21,6 +21,7 @@ import csv
 import functools
 import io
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -39,6 +40,7 @@ CHECK_BUDGET = 60.0
 HOST_ONLY = frozenset({"PATH", "HOME", "HOSTNAME", "PWD", "OLDPWD", "SHLVL", "_", "TMPDIR"})
 CLI_PREFIX = "DOCKER_"  # the CLI's own settings (DOCKER_HOST, DOCKER_CONFIG, ...)
 NAME_PREFIX = "ratchet-"
+LEFTOVER_NAME = re.compile(re.escape(NAME_PREFIX) + "[0-9a-f]{12}")
 CONTAINER_HOME = "/tmp"  # the image's root is read-only; its /tmp is a private tmpfs
 
 
@@ -169,13 +171,19 @@ class DockerSandbox:
     ) -> ProcessResult:
         """Run `command` in a container; remove the container by name if the budget ran out.
 
-        A ratchet killed outright leaves its container running: `docker ps --filter
-        name=ratchet-` finds it (the pidfile only covers the CLI).
+        With `pidfile`, the container's name is recorded beside it while it runs: a
+        ratchet killed outright leaves the container running (the pidfile only covers the
+        CLI), and the next command in the same slot removes it first.
         """
+        record = container_record(pidfile) if pidfile is not None else None
+        if record is not None:
+            self.remove_leftover(record)
         name = self.container_name()
         wrapped = "exec " + shlex.join(self.argv(command, cwd, env, name))
         # the CLI needs its own settings to reach the daemon the self-check talked to
         cli_env = {**cli_settings(), **env}
+        if record is not None:
+            record.write_text(name)
         try:
             result = run_process(wrapped, cwd, cli_env, budget, grace, pidfile)
         except BaseException:
@@ -183,7 +191,21 @@ class DockerSandbox:
             raise
         if result.timed_out:
             self._remove(name)
+        if record is not None:
+            record.unlink(missing_ok=True)
         return result
+
+    def remove_leftover(self, record: Path) -> bool:
+        """Remove the container a killed ratchet left running; True if a record named one."""
+        try:
+            name = record.read_text().strip()
+        except OSError:
+            return False
+        record.unlink(missing_ok=True)
+        if not LEFTOVER_NAME.fullmatch(name):
+            return False
+        self._remove(name)
+        return True
 
     def _remove(self, name: str) -> None:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
@@ -200,6 +222,11 @@ class DockerSandbox:
         """Whether a daemon answers, the image is present, and a container can write its
         worktree; cached per process. Fails within about 5 s when no daemon answers."""
         return docker_self_check(self.executable, self.image, self.network)
+
+
+def container_record(pidfile: Path) -> Path:
+    """Where a slot's running container is named, beside the CLI's pidfile."""
+    return pidfile.with_name(pidfile.name + ".container")
 
 
 def cli_settings() -> dict[str, str]:
