@@ -454,11 +454,18 @@ def test_docker_argv_builds_the_documented_command(tmp_path: Path) -> None:
 
 
 def test_docker_sandbox_passes_env_names_only_and_mounts_protected(slot: Path) -> None:
-    sandbox = DockerSandbox("img", protected=PROTECTED)
-    argv = sandbox.argv("true", slot, env(SECRET_TOKEN="s3cr3t-value"), "ratchet-x")
+    brief = slot.parent.parent / "brief-0.json"
+    brief.write_text("{}")
+    missing = slot.parent.parent / "brief-1.json"
+    sandbox = DockerSandbox("img", protected=PROTECTED, expose=[brief, missing])
+    variables = env(SECRET_TOKEN="s3cr3t-value", DOCKER_HOST="unix:///run/user/1000/docker.sock")
+    argv = sandbox.argv("true", slot, variables, "ratchet-x")
     text = " ".join(argv)
     assert "-e SECRET_TOKEN" in text and "s3cr3t-value" not in text
     assert "-e PATH" not in text and "-e HOME " not in text
+    assert "DOCKER_HOST" not in text  # the CLI's setting, not the container's
+    assert f"source={brief},target={brief},readonly" in text
+    assert str(missing) not in text  # a missing source would be an error, not a mount
     for path in ["prepare.py", "data", ".git"]:
         assert f"source={slot / path},target={slot / path},readonly" in text
 

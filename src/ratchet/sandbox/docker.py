@@ -149,8 +149,8 @@ class DockerSandbox:
             gpus=self.gpus,
             env_names=sorted(k for k in env if k not in HOST_ONLY and not k.startswith(CLI_PREFIX)),
             protected=[p for p in ro if p.exists() and not p.is_symlink()],
-            # resolved: a link is mounted as the file it names, at the path it names
-            expose=sorted({p.resolve() for p in self.expose if p.exists()}),
+            # at the path the command is told (the daemon follows a link in the source)
+            expose=sorted({p.absolute() for p in self.expose if p.exists()}),
             name=name,
             user=self.user,
             docker=self.executable,
