@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+# the `docker_image` fixture: a daemon and a test image, or a skip saying why not
+pytest_plugins = ["docker_support"]
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test User",
     "GIT_AUTHOR_EMAIL": "test@example.com",

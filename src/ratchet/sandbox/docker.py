@@ -5,13 +5,23 @@ the user chose), at the price of a daemon: ratchet only talks to the `docker` CL
 the budget still goes through `run_process`. Killing the CLI does not stop a container
 (the daemon owns it), so every container gets a name and is removed by name after a
 budget kill.
+
+The container runs as the caller's uid:gid with every capability dropped, so files it
+writes in the worktree belong to the user, and it can write exactly what the user can:
+the daemon (root) makes the bind mounts, so a `.ratchet/` of mode 0700 above the slot
+does not stand in the way. The CLI finds its daemon through the caller's `DOCKER_*`
+variables (`DOCKER_HOST` for a rootless or remote daemon); they are never passed into
+the container.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
+import io
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,7 +38,23 @@ REMOVE_TIMEOUT = 15.0
 CHECK_BUDGET = 60.0
 # The host's values of these would be wrong inside the image (its PATH, its home).
 HOST_ONLY = frozenset({"PATH", "HOME", "HOSTNAME", "PWD", "OLDPWD", "SHLVL", "_", "TMPDIR"})
+CLI_PREFIX = "DOCKER_"  # the CLI's own settings (DOCKER_HOST, DOCKER_CONFIG, ...)
 NAME_PREFIX = "ratchet-"
+LEFTOVER_NAME = re.compile(re.escape(NAME_PREFIX) + "[0-9a-f]{12}")
+CONTAINER_HOME = "/tmp"  # the image's root is read-only; its /tmp is a private tmpfs
+
+
+def bind_mount(source: Path, target: Path, *, read_only: bool = False) -> str:
+    """A `--mount` value for a bind mount, quoted as docker's CSV parser reads it.
+
+    Not `-v SRC:DST`: that splits on colons, and creates a missing source as an empty
+    root-owned folder where `--mount` fails instead."""
+    fields = ["type=bind", f"source={source}", f"target={target}"]
+    if read_only:
+        fields.append("readonly")
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue()
 
 
 def docker_argv(
@@ -43,6 +69,7 @@ def docker_argv(
     gpus: Sequence[int] = (),
     env_names: Sequence[str] = (),
     protected: Sequence[Path] = (),
+    expose: Sequence[Path] = (),
     name: str | None = None,
     user: str | None = None,
     docker: str = "docker",
@@ -52,7 +79,8 @@ def docker_argv(
     Environment variables are passed by name only (`-e NAME`): the CLI copies each value
     from its own environment, so values never appear in argv. The worktree is mounted at
     its host path, so paths in logs and errors read the same inside and out; `protected`
-    paths (and the worktree's `.git`) are mounted again read-only on top of it.
+    paths (and the worktree's `.git`) are mounted again read-only on top of it, and
+    `expose` paths outside it (a proposer's brief, say) are mounted read-only at theirs.
     """
     argv = [docker, "run", "--rm", "--init"]
     if name:
@@ -67,10 +95,10 @@ def docker_argv(
     argv += ["--security-opt", "no-new-privileges"]
     if user:
         argv += ["--user", user]
-    argv += ["-v", f"{cwd}:{cwd}"]
-    for path in protected:
-        argv += ["-v", f"{path}:{path}:ro"]
-    argv += ["-w", str(cwd)]
+    argv += ["--mount", bind_mount(cwd, cwd)]
+    for path in [*protected, *expose]:
+        argv += ["--mount", bind_mount(path, path, read_only=True)]
+    argv += ["-w", str(cwd), "-e", f"HOME={CONTAINER_HOME}"]
     if gpus:
         # the quotes are part of the value: docker splits --gpus on commas otherwise
         argv += ["--gpus", '"device=' + ",".join(str(g) for g in gpus) + '"']
@@ -94,6 +122,8 @@ class DockerSandbox:
         gpus: Sequence[int] = (),
         protected: Sequence[str] = (),
         executable: str | None = None,
+        expose: Sequence[str | Path] = (),
+        user: str | None = None,
     ) -> None:
         self.image = image
         self.network = network
@@ -101,6 +131,9 @@ class DockerSandbox:
         self.gpus = list(gpus)
         self.protected = list(protected)
         self.executable = executable or shutil.which("docker") or "docker"
+        self.expose = [Path(p) for p in expose]
+        # the caller's ids: what the container writes in the worktree is the user's
+        self.user = user or f"{os.getuid()}:{os.getgid()}"
 
     def argv(self, command: str, cwd: Path, env: Mapping[str, str], name: str) -> list[str]:
         cwd = cwd.resolve()
@@ -114,12 +147,18 @@ class DockerSandbox:
             memory=self.memory,
             pids=self.pids,
             gpus=self.gpus,
-            env_names=sorted(k for k in env if k not in HOST_ONLY),
+            env_names=sorted(k for k in env if k not in HOST_ONLY and not k.startswith(CLI_PREFIX)),
             protected=[p for p in ro if p.exists() and not p.is_symlink()],
+            # at the path the command is told (the daemon follows a link in the source)
+            expose=sorted({p.absolute() for p in self.expose if p.exists()}),
             name=name,
-            user=f"{os.getuid()}:{os.getgid()}",
+            user=self.user,
             docker=self.executable,
         )
+
+    def container_name(self) -> str:
+        """A fresh name for one command's container, the handle to remove it by."""
+        return NAME_PREFIX + uuid.uuid4().hex[:12]
 
     def run(
         self,
@@ -132,24 +171,46 @@ class DockerSandbox:
     ) -> ProcessResult:
         """Run `command` in a container; remove the container by name if the budget ran out.
 
-        A ratchet killed outright leaves its container running: `docker ps --filter
-        name=ratchet-` finds it (the pidfile only covers the CLI).
+        With `pidfile`, the container's name is recorded beside it while it runs: a
+        ratchet killed outright leaves the container running (the pidfile only covers the
+        CLI), and the next command in the same slot removes it first.
         """
-        name = NAME_PREFIX + uuid.uuid4().hex[:12]
+        record = container_record(pidfile) if pidfile is not None else None
+        if record is not None:
+            self.remove_leftover(record)
+        name = self.container_name()
         wrapped = "exec " + shlex.join(self.argv(command, cwd, env, name))
+        # the CLI needs its own settings to reach the daemon the self-check talked to
+        cli_env = {**cli_settings(), **env}
+        if record is not None:
+            record.write_text(name)
         try:
-            result = run_process(wrapped, cwd, env, budget, grace, pidfile)
+            result = run_process(wrapped, cwd, cli_env, budget, grace, pidfile)
         except BaseException:
             self._remove(name)
             raise
         if result.timed_out:
             self._remove(name)
+        if record is not None:
+            record.unlink(missing_ok=True)
         return result
+
+    def remove_leftover(self, record: Path) -> bool:
+        """Remove the container a killed ratchet left running; True if a record named one."""
+        try:
+            name = record.read_text().strip()
+        except OSError:
+            return False
+        record.unlink(missing_ok=True)
+        if not LEFTOVER_NAME.fullmatch(name):
+            return False
+        self._remove(name)
+        return True
 
     def _remove(self, name: str) -> None:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(
-                [self.executable, "rm", "--force", name],
+                [self.executable, "rm", "--force", "--volumes", name],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -161,6 +222,16 @@ class DockerSandbox:
         """Whether a daemon answers, the image is present, and a container can write its
         worktree; cached per process. Fails within about 5 s when no daemon answers."""
         return docker_self_check(self.executable, self.image, self.network)
+
+
+def container_record(pidfile: Path) -> Path:
+    """Where a slot's running container is named, beside the CLI's pidfile."""
+    return pidfile.with_name(pidfile.name + ".container")
+
+
+def cli_settings() -> dict[str, str]:
+    """This process's `DOCKER_*` variables: which daemon the CLI talks to, and how."""
+    return {k: v for k, v in os.environ.items() if k.startswith(CLI_PREFIX)}
 
 
 @functools.cache

@@ -47,7 +47,9 @@ def choose_sandbox(
     candidates: list[DockerSandbox | BwrapSandbox] = []
     if image and kind in ("auto", "docker"):
         docker_memory = f"{memory}b" if memory is not None else None
-        candidates.append(DockerSandbox(image, network, cpus, docker_memory, pids, gpus, protected))
+        candidates.append(
+            DockerSandbox(image, network, cpus, docker_memory, pids, gpus, protected, expose=expose)
+        )
     if kind in ("auto", "bwrap"):
         candidates.append(BwrapSandbox(protected, network, expose=expose, memory=memory))
     passed_over: list[str] = []
