@@ -1,8 +1,8 @@
 """The `bwrap` layer: the process layer's budget, inside a bubblewrap sandbox.
 
-The command sees the whole filesystem read-only except its worktree (and there the
-protected files and the `.git` file stay read-only), a private /tmp, an empty $HOME,
-no network, its own PID namespace, and no capabilities, as uid 65534 in a user
+The command sees an empty root holding, read-only, only the system and the exact paths
+it needs (`bwrap_root`), its worktree writable (there the protected files and the `.git`
+file stay read-only), private /tmp, /var/tmp, /run and $HOME, no host socket, no network, its own PID namespace, and no capabilities, as uid 65534 in a user
 namespace. Budget, kill, output capping and the pidfile stay in `run_process`: bwrap is
 only a prefix on the command line, and killing bwrap's process group ends the sandbox,
 because `--die-with-parent` ties the namespace's init to bwrap and the kernel kills
