@@ -90,11 +90,17 @@ def test_writes_outside_the_worktree_fail_or_stay_inside(
 ) -> None:
     beside = tmp_path / "beside.txt"
     beside.write_text("host\n")
+    for target in [Path(f"/ratchet-escaped-{uuid.uuid4().hex}"), Path("/usr/ratchet-escaped")]:
+        result = run(sandbox, f"echo x > {target}", slot)
+        assert result.returncode != 0
+        assert "Read-only file system" in result.output
+        assert not target.exists()
+    # the host's /var/tmp is not there: a private, empty one is
     with tempfile.TemporaryDirectory(dir="/var/tmp") as var_tmp:
         target = Path(var_tmp) / "escaped.txt"
         result = run(sandbox, f"echo x > {target}", slot)
         assert result.returncode != 0
-        assert "Read-only file system" in result.output
+        assert "Directory nonexistent" in result.output
         assert not target.exists()
     # beside the worktree, under /tmp: the write lands in the private /tmp, not on the host
     run(sandbox, f"echo x >> {beside}; echo y > {tmp_path / 'new.txt'}", slot)

@@ -1,8 +1,8 @@
 """The `bwrap` layer: the process layer's budget, inside a bubblewrap sandbox.
 
-The command sees the whole filesystem read-only except its worktree (and there the
-protected files and the `.git` file stay read-only), a private /tmp, an empty $HOME,
-no network, its own PID namespace, and no capabilities, as uid 65534 in a user
+The command sees an empty root holding, read-only, only the system and the exact paths
+it needs (`bwrap_root`), its worktree writable (there the protected files and the `.git`
+file stay read-only), private /tmp, /var/tmp, /run and $HOME, no host socket, no network, its own PID namespace, and no capabilities, as uid 65534 in a user
 namespace. Budget, kill, output capping and the pidfile stay in `run_process`: bwrap is
 only a prefix on the command line, and killing bwrap's process group ends the sandbox,
 because `--die-with-parent` ties the namespace's init to bwrap and the kernel kills
@@ -27,6 +27,7 @@ from wcmatch import glob
 
 from ratchet.errors import UsageError
 from ratchet.integrity import expand_patterns
+from ratchet.sandbox.bwrap_root import PRIVATE, inside, sockets_in, system_root, toolchain_paths
 from ratchet.sandbox.process import ProcessResult, limit_resources, run_process
 from ratchet.spec import GLOB_FLAGS
 
@@ -97,31 +98,6 @@ def git_dirs(worktree: Path) -> list[Path]:
     return [p for p in found if p.is_dir()]
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def toolchain_dirs(hidden: list[Path], env: Mapping[str, str]) -> list[Path]:
-    """What the command needs to start that a tmpfs over `hidden` would cover.
-
-    That is what PATH and this Python live in: a PATH entry under a hidden folder shows
-    its top folder there (`~/.pyenv/shims` needs all of `~/.pyenv`, `~/.cargo/bin` its
-    toolchains, `/tmp/venv/bin` its venv); `~/.local` is the exception, since
-    `~/.local/share` holds keyrings: only its `bin` and `lib` are shown.
-    """
-    candidates = [Path(p) for p in env.get("PATH", "").split(os.pathsep) if p.startswith("/")]
-    candidates += [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).parent]
-    found: list[Path] = []
-    for path in candidates:
-        for root in hidden:
-            if path == root or not _inside(path, root):
-                continue
-            top = root / path.relative_to(root).parts[0]
-            picks = [top / "bin", top / "lib"] if top.name == ".local" else [top]
-            found += [p for p in picks if p.is_dir() and p not in found]
-    return found
-
-
 def gpu_devices() -> list[str]:
     """The GPU device nodes of this machine, which bwrap's minimal /dev leaves out."""
     return sorted({p for pattern in GPU_DEVICES for p in pyglob.glob(pattern)})
@@ -131,8 +107,7 @@ class BwrapSandbox:
     """Runs commands under bubblewrap; see the module docstring and docs/sandboxing.md.
 
     `protected` are the spec's globs, relative to the worktree (the `cwd` of `run`).
-    `expose` names paths under $HOME or /tmp to show read-only (a dataset cache, say);
-    `hide_home=False` leaves $HOME as readable as the rest of the filesystem.
+    `expose` names host paths to show read-only (a dataset cache under $HOME, say).
     """
 
     name = "bwrap"
@@ -143,44 +118,47 @@ class BwrapSandbox:
         network: bool = False,
         *,
         expose: Sequence[str | Path] = (),
-        hide_home: bool = True,
         executable: str | None = None,
         memory: int | None = None,
     ) -> None:
         self.limits = limit_resources(memory)
         self.protected = list(protected)
         self.network = network
-        self.expose = [Path(p) for p in expose]
-        self.hide_home = hide_home
+        self.expose = [Path(os.path.abspath(p)) for p in expose]
         self.executable = executable or shutil.which("bwrap") or "bwrap"
 
     def options(self, cwd: Path, env: Mapping[str, str]) -> tuple[list[str], list[str]]:
         """bwrap's options up to the worktree bind, and the read-only binds inside it.
 
         Split in two because the second part can be long: `run` moves it into a file.
-        Order matters, since a later mount covers an earlier one: the root read-only,
-        then /tmp and $HOME hidden, then what must stay visible (toolchains under them,
-        `expose`, the repository's git folders, so that git works and its hooks stay read-only
-        even for a project under /tmp), then the worktree writable, then its protected
-        paths and `.git` read-only again.
+        Order matters, since a later mount covers an earlier one: the empty root and the
+        system parts, then private tmpfs's for /tmp, /var/tmp, /run and $HOME, then the
+        exact paths to show read-only (toolchains, `expose`, the repository's git folders,
+        so that git works and its hooks stay read-only), `/dev/null` over any socket at
+        their top, then the worktree writable, the root made read-only, and last the
+        worktree's protected paths and `.git` read-only again.
         """
         cwd = cwd.resolve()
-        head = ["--ro-bind", "/", "/", "--dev", "/dev"]
+        head = [*system_root(), "--dev", "/dev"]
         for device in gpu_devices():
             head += ["--dev-bind", device, device]
-        hidden = [Path("/tmp").resolve()]
-        home = Path.home().resolve()
-        if self.hide_home and home != Path("/") and not _inside(home, cwd):
-            hidden.append(home)
         head += ["--proc", "/proc"]
-        for folder in hidden:
-            head += ["--tmpfs", str(folder)]
-        shown = [*toolchain_dirs(hidden, env), *self.expose, *git_dirs(cwd)]
-        # shown again read-only where a tmpfs above covered them; elsewhere a no-op
-        for path in dict.fromkeys(p.resolve() for p in shown):
-            if path.exists():
-                head += ["--ro-bind", str(path), str(path)]
-        head += ["--bind", str(cwd), str(cwd), "--chdir", str(cwd)]
+        home = Path(env.get("HOME") or Path.home())
+        homes = [p for p in dict.fromkeys([home, Path.home()]) if p.is_absolute()]
+        for folder in [*PRIVATE, *([str(home)] if home.is_absolute() else [])]:
+            if folder != "/" and not inside(Path(folder), cwd):
+                head += ["--tmpfs", folder]
+        if Path("/var/run").is_symlink():
+            head += ["--symlink", os.readlink("/var/run"), "/var/run"]
+        shown = [*toolchain_paths(env, homes), *self.expose, *git_dirs(cwd)]
+        shown = [p for p in dict.fromkeys(shown) if p.exists()]
+        for path in shown:
+            head += ["--ro-bind", str(path), str(path)]
+            if path.resolve() != path:  # a link in its path: show it where it leads too
+                head += ["--ro-bind", str(path.resolve()), str(path.resolve())]
+        for socket_path in sockets_in(shown):
+            head += ["--ro-bind", "/dev/null", str(socket_path)]
+        head += ["--bind", str(cwd), str(cwd), "--remount-ro", "/", "--chdir", str(cwd)]
         head += ["--unshare-all", *(["--share-net"] if self.network else [])]
         head += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
         head += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
@@ -233,53 +211,119 @@ class BwrapSandbox:
         """Whether bwrap works here with these settings, and why not; cached per process."""
         return bwrap_self_check(self.executable, self.network)
 
+    def proofs(self) -> tuple[str, ...]:
+        """What the (cached) self-check proved, for `ratchet doctor`; empty if it failed."""
+        return bwrap_check(self.executable, self.network)[2]
 
-CHECK_SCRIPT = """
-echo ok > inside.txt
-echo breach >> {outside} 2>/dev/null
-{python} -c '
+
+CHECK_PROBE = """
 import socket, sys
+port, paths = int(sys.argv[1]), sys.argv[2:]
 try:
-    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()
     print("net:connected")
 except OSError as exc:
     print("net:refused", exc)
-' {port}
+for path in paths:
+    if path.endswith(".sock"):
+        try:
+            with socket.socket(socket.AF_UNIX) as unix:
+                unix.settimeout(2)
+                unix.connect(path)
+            print("unix:reached", path)
+        except OSError:
+            print("unix:unreachable", path)
+    else:
+        try:
+            with open(path) as file:
+                file.read()
+            print("file:read", path)
+        except OSError:
+            print("file:unreadable", path)
+"""
+CHECK_SCRIPT = """
+echo ok > inside.txt
+echo breach >> {outside} 2>/dev/null
+{python} -c {probe} {port} {paths}
 """
 
 
+def _plant(folder: Path, stack: contextlib.ExitStack) -> list[Path]:
+    """A secret file and a listening Unix socket in `folder`, for the self-check."""
+    secret, sock = folder / "secret.txt", folder / "host.sock"
+    secret.write_text("host secret\n")
+    server = stack.enter_context(socket.socket(socket.AF_UNIX))
+    server.bind(str(sock))
+    server.listen()
+    return [secret, sock]
+
+
 @functools.cache
-def bwrap_self_check(executable: str, network: bool) -> tuple[bool, str]:
-    """Three tiny commands in a temporary worktree: a write inside must land on the host,
-    a write beside it must not, and (without `network`) a connection to a listener this
-    process opens on the host's 127.0.0.1 must fail. One line of reason either way.
+def bwrap_check(executable: str, network: bool) -> tuple[bool, str, tuple[str, ...]]:
+    """Tiny commands in a temporary worktree under /tmp: a write inside must land on the
+    host, a write beside it must not; a file and a listening Unix socket planted beside
+    it and under $HOME (when $HOME is writable) must be unreadable and unreachable; and,
+    without `network`, a connection to a listener on the host's 127.0.0.1 must fail.
+    Whether it passed, one line of reason, and what it proved.
     """
     if shutil.which(executable) is None:
-        return False, f"{executable} not found on PATH (Debian/Ubuntu package: bubblewrap)"
+        return False, f"{executable} not found on PATH (Debian/Ubuntu package: bubblewrap)", ()
     with contextlib.ExitStack() as stack:
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ratchet-bwrap-")))
         work, outside = base / "work", base / "outside.txt"
         work.mkdir()
         outside.write_text("host\n")
+        planted = {"/tmp": _plant(base, stack)}
+        home = Path.home()
+        with contextlib.suppress(OSError):
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=home)))
+            planted["$HOME"] = _plant(folder, stack)
         listener = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
         script = CHECK_SCRIPT.format(
             outside=shlex.quote(str(outside)),
             python=shlex.quote(sys.executable),
+            probe=shlex.quote(CHECK_PROBE),
             port=listener.getsockname()[1],
+            paths=shlex.join(str(p) for paths in planted.values() for p in paths),
         )
-        env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(Path.home())}
+        env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home)}
         sandbox = BwrapSandbox([], network, executable=executable)
         result = sandbox.run(script, work, env, budget=CHECK_BUDGET, grace=1.0)
         lines = [line for line in result.output.splitlines() if line.strip()]
         if result.timed_out:
-            return False, f"bwrap self-check did not finish in {CHECK_BUDGET:.0f} s"
+            return False, f"bwrap self-check did not finish in {CHECK_BUDGET:.0f} s", ()
         if not (work / "inside.txt").is_file():
             first = lines[0] if lines else f"exit status {result.returncode}"
-            return False, f"bwrap cannot start a sandbox here: {first[:200]}"
+            return False, f"bwrap cannot start a sandbox here: {first[:200]}", ()
         if outside.read_text() != "host\n":
-            return False, "a write outside the worktree reached the host"
+            return False, "a write outside the worktree reached the host", ()
+        for kind, wrong in [("file", "read"), ("unix", "reached")]:
+            leaks = [line.split(" ", 1)[1] for line in lines if line.startswith(f"{kind}:{wrong} ")]
+            if leaks:
+                what = (
+                    "a file on the host was readable"
+                    if kind == "file"
+                    else ("a Unix socket listening on the host was reachable")
+                )
+                return False, f"{what} inside: {leaks[0]}", ()
+        checked = sum(line.startswith(("file:", "unix:")) for line in lines)
+        if checked != sum(len(paths) for paths in planted.values()):
+            return False, f"the host-path checks did not run: {' | '.join(lines)[:200]}", ()
         if not network and "net:connected" in lines:
-            return False, "a connection to a listener on the host's 127.0.0.1 succeeded"
+            return False, "a connection to a listener on the host's 127.0.0.1 succeeded", ()
         if not network and not any(line.startswith("net:refused") for line in lines):
-            return False, f"the network check did not run: {' | '.join(lines)[:200]}"
-    return True, "self-check passed"
+            return False, f"the network check did not run: {' | '.join(lines)[:200]}", ()
+    where = " and ".join(planted)
+    proved = (
+        "writes outside the worktree stay out of the host",
+        f"files under {where} unreadable",
+        f"Unix sockets listening under {where} unreachable",
+        "the host's 127.0.0.1 unreachable" if not network else "network shared (network = true)",
+    )
+    return True, "self-check passed", proved
+
+
+def bwrap_self_check(executable: str, network: bool) -> tuple[bool, str]:
+    """Whether bwrap works here with these settings, and why not; cached per process."""
+    ok, why, _ = bwrap_check(executable, network)
+    return ok, why

@@ -66,8 +66,10 @@ def choose_sandbox(
 def doctor_report(image: str | None = None, network: bool = False) -> list[tuple[str, bool, str]]:
     """Each layer's name, whether it works here, and why; for `ratchet doctor`."""
     report = [("process", True, f"always available: {PROCESS_NOTE}")]
-    bwrap_ok, bwrap_why = BwrapSandbox([], network).self_check()
-    report.append(("bwrap", bwrap_ok, bwrap_why))
+    bwrap = BwrapSandbox([], network)
+    bwrap_ok, bwrap_why = bwrap.self_check()
+    proofs = bwrap.proofs()
+    report.append(("bwrap", bwrap_ok, f"{bwrap_why}: {'; '.join(proofs)}" if proofs else bwrap_why))
     if image:
         report.append(("docker", *DockerSandbox(image, network).self_check()))
     else:
