@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from conftest import GIT_ENV, experiments, make_project
+from conftest import GIT_ENV, experiments, git, make_project
 
 PY = sys.executable
 CLIPBOARD = "\x1b]52;c;cm0gLXJmIH4K\x07"  # OSC 52: write "rm -rf ~" to the clipboard
@@ -149,6 +149,9 @@ def test_the_hostile_run_is_recorded_raw_and_its_plain_lines_are_escaped(
     assert rows[3]["why"].endswith(": [/bold]")
     assert BAD_NAME in json.loads(rows[3]["files"])
     assert CLIPBOARD in rows[4]["why"]
+    message = git(project, "log", "-1", "--format=%B", "ratchet/default")
+    assert_plain(message)  # `git log` shows it raw: stored escaped
+    assert "faster\\x1b]52;c;cm0gLXJmIH4K\\x07" in message
     assert_plain(output)
     assert "faster\\x1b]52;c;cm0gLXJmIH4K\\x07" in output
     assert "exited with code 1: [/bold]" in output
