@@ -12,13 +12,13 @@ any of them up in the journal (the `llm` proposer's `show_experiment`).
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ratchet.journal import ExperimentRecord, Journal
+from ratchet.private import write_private
 from ratchet.spec import Spec
 
 HISTORY_LIMIT = 200  # the most recent experiments, in full
@@ -145,6 +145,6 @@ def fit_brief(brief: dict[str, Any], limit: int) -> str:
 
 
 def write_brief(path: Path, text: str, redact: Callable[[str], str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(redact(text))
-    os.replace(tmp, path)
+    """A fresh 0600 file renamed over `path`: a link planted there is replaced, not
+    followed, and a proposer reading the brief never sees half of it."""
+    write_private(path, redact(text))

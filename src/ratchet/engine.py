@@ -37,6 +37,7 @@ from ratchet.judging import Judge, NoiseReport
 from ratchet.limits import Limits, stop_reason
 from ratchet.measure import Measurement
 from ratchet.policy import policy_for
+from ratchet.private import create_private, private_dir, write_private
 from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext, make_proposer
 from ratchet.runs import open_run, reconcile_branch
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
@@ -56,7 +57,8 @@ def state_dir(project: Path) -> Path:
 
 
 def open_journal(project: Path) -> Journal:
-    return Journal(state_dir(project) / JOURNAL_FILE)
+    """The project's journal; `.ratchet/` is made (or tightened to) 0700 first."""
+    return Journal(private_dir(state_dir(project)) / JOURNAL_FILE)
 
 
 class Engine:
@@ -111,7 +113,7 @@ class Engine:
     def _prepare(self) -> tuple[RunRecord, ExperimentRecord | None]:
         """Open the run, repair what a crash left, and ready the slot and the judge."""
         run, resumed = open_run(self.project, self.spec, self.journal, self.name)
-        (self.state / ".gitignore").write_text("*\n")  # ratchet's state is never tracked
+        write_private(self.state / ".gitignore", "*\n")  # ratchet's state is never tracked
         for index in range(max(self.parallel, _slot_count(self.project))):
             if kill_leftover(pidfile_for(self.project / workspace.SLOTS_DIR / str(index))):
                 self.journal.audit(self.name, "orphan-killed", slot=index)
@@ -132,7 +134,8 @@ class Engine:
         start = incumbent.commit if incumbent and incumbent.commit else run.base_commit
         self.slots = [workspace.ensure_slot(self.project, i, start) for i in range(self.parallel)]
         for index in range(self.parallel):
-            (self.state / f"brief-{index}.json").touch()  # bwrap binds each brief before it exists
+            # bwrap binds each brief before it is written
+            create_private(self.state / f"brief-{index}.json")
         self.executor = make_executor(self.spec, self.project, self.sandbox)
         self.started = RunStarted(
             run, self.spec.proposer.kind, self.sandbox_note, resumed, interrupted, incumbent

@@ -24,6 +24,7 @@ from ratchet.environment import Redactor, child_environment
 from ratchet.errors import UsageError
 from ratchet.journal import ExperimentRecord, Journal, RunRecord
 from ratchet.measure import Measurement, measure_candidate
+from ratchet.private import private_dir, write_private
 from ratchet.sandbox import ProcessSandbox
 from ratchet.spec import Spec
 
@@ -448,11 +449,10 @@ def _remove_worktree(project: Path, path: Path) -> None:
 
 def measure_commit(project: Path, spec: Spec, run: str, commit: str) -> Measurement:
     """The spec's metric, measured once (seed 0) in a temporary worktree of `commit`."""
-    state = project / workspace.STATE_DIR
-    state.mkdir(exist_ok=True)
+    state = private_dir(project / workspace.STATE_DIR)
     ignore = state / ".gitignore"
     if not ignore.exists():
-        ignore.write_text("*\n")  # ratchet's state is never tracked
+        write_private(ignore, "*\n")  # ratchet's state is never tracked
     path = state / FINALIZE_DIR / run
     _remove_worktree(project, path)  # a leftover of an interrupted finalize
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ratchet.plaintext import one_line
+from ratchet.private import DIR_MODE, create_private, open_appending, tighten_file, write_private
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     name TEXT PRIMARY KEY,
@@ -174,8 +177,12 @@ class RunCounts:
 
 class Journal:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self.path = path
+        # SQLite gives the -wal and -shm files the database's own mode: 0600 throughout
+        create_private(path)
+        for suffix in ("-wal", "-shm"):
+            tighten_file(path.with_name(path.name + suffix))
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -485,7 +492,8 @@ def _cell(value: object) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
-    return " ".join(str(value).split())  # one line, no tabs
+    # untrusted text: one line, no tabs, no control characters (each visibly escaped)
+    return one_line(str(value).strip())
 
 
 def memory_gb(metrics: dict[str, float]) -> float | None:
@@ -524,15 +532,10 @@ def tsv_row(record: ExperimentRecord) -> str:
 
 def export_tsv(journal: Journal, run: str, metric: str, path: Path) -> None:
     """Write the whole run's `results.tsv` afresh (atomically)."""
-    tmp = path.with_suffix(".tsv.tmp")
-    with tmp.open("w") as handle:
-        handle.write(tsv_header(metric))
-        for record in journal.iter_experiments(run):
-            if record.decision is not None:
-                handle.write(tsv_row(record))
-    tmp.replace(path)
+    rows = (tsv_row(r) for r in journal.iter_experiments(run) if r.decision is not None)
+    write_private(path, tsv_header(metric) + "".join(rows))
 
 
 def append_tsv(record: ExperimentRecord, path: Path) -> None:
-    with path.open("a") as handle:
+    with open_appending(path) as handle:
         handle.write(tsv_row(record))

@@ -1,4 +1,9 @@
-"""What `ratchet run` shows: a live rich view on a terminal, plain lines elsewhere."""
+"""What `ratchet run` shows: a live rich view on a terminal, plain lines elsewhere.
+
+Whys, rationales and file names come from proposers and candidates: they reach the
+terminal only through `plain` and `one_line` (never as rich markup, never with a
+control character left in), here and in every command.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from rich.text import Text
 
 from ratchet.events import Event, ExperimentDecided, RunStarted, RunStopped, StageStarted
 from ratchet.journal import ExperimentRecord
+from ratchet.plaintext import one_line, visible
 
 RECENT = 8
 DECISION_STYLE = {
@@ -41,6 +47,13 @@ def short(commit: str | None) -> str:
     return commit[:7] if commit else "-"
 
 
+def plain(text: str | None, style: str = "", lines: bool = True) -> Text:
+    """Untrusted text as a rich renderable: never parsed as markup, each control
+    character visibly escaped; with `lines=False`, on one line."""
+    text = text or ""
+    return Text(visible(text) if lines else one_line(text), style=style)
+
+
 class PlainView:
     """One line per event, for logs and pipes."""
 
@@ -50,7 +63,7 @@ class PlainView:
     def __call__(self, event: Event) -> None:
         line = plain_line(event)
         if line:
-            print(line, file=self.stream, flush=True)
+            print(one_line(line), file=self.stream, flush=True)
 
     def __enter__(self) -> PlainView:
         return self
@@ -107,7 +120,10 @@ class LiveView:
             self.header = Text.assemble(
                 ("ratchet ", "bold"),
                 (event.run.name, "bold cyan"),
-                f"  branch {event.run.branch}  proposer {event.proposer}  sandbox {event.sandbox}",
+                one_line(
+                    f"  branch {event.run.branch}  proposer {event.proposer}  "
+                    f"sandbox {event.sandbox}"
+                ),
             )
             self.incumbent = event.incumbent
         elif isinstance(event, StageStarted):
@@ -135,9 +151,9 @@ class LiveView:
             line = Table.grid(padding=(0, 1))
             where = f"slot {slot}: " if len(stages) > 1 or slot else ""
             line.add_row(
-                f"{where}experiment #{stage.experiment} {stage.stage}",
+                Text(f"{where}experiment #{stage.experiment} {stage.stage}"),
                 bar,
-                f"{elapsed:.1f}s / {stage.budget:g}s budget",
+                Text(f"{elapsed:.1f}s / {stage.budget:g}s budget"),
             )
             parts.append(line)
         table = Table(box=None, header_style="bold", pad_edge=False, expand=True)
@@ -145,10 +161,10 @@ class LiveView:
             table.add_column(column, no_wrap=column != "why", overflow="ellipsis")
         for r in self.recent:
             table.add_row(
-                str(r.id),
-                Text(r.decision or "", style=decision_style(r.decision)),
-                format_value(r.value),
-                r.why or "",
+                Text(str(r.id)),
+                plain(r.decision, decision_style(r.decision), lines=False),
+                Text(format_value(r.value)),
+                plain(r.why, lines=False),
             )
         parts.append(table)
         if self.incumbent is not None:
@@ -163,5 +179,5 @@ class LiveView:
                 )
             )
         if self.stopped is not None:
-            parts.append(Text(f"stopped: {self.stopped}"))
+            parts.append(plain(f"stopped: {self.stopped}"))
         return Group(*parts)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import CheckoutStrategy, DiffOption, FileStatus, ResetMode
 
+from ratchet.plaintext import visible
 from ratchet.spec import matches
 
 STATE_DIR = ".ratchet"
@@ -281,6 +282,7 @@ def ensure_ignored(project: Path) -> bool:
 def commit_message(
     rationale: str, metric: str, old: float, new: float | None, experiment: int, run: str
 ) -> str:
+    rationale = visible(rationale)  # `git log` prints it raw to a terminal
     change = f"{metric} {old:.6g} -> {new:.6g}"
     first = (rationale.strip().splitlines() or ["(no rationale)"])[0]
     subject = f"{change}: {first}"

@@ -15,6 +15,7 @@ from rich.console import Console
 from ratchet import workspace
 from ratchet.errors import RunError, UsageError
 from ratchet.journal import Journal
+from ratchet.plaintext import visible
 from ratchet.spec import Spec, parse_duration
 
 app = typer.Typer(
@@ -33,7 +34,8 @@ NameOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    print(f"ratchet: error: {message}", file=sys.stderr)
+    # an error may quote a candidate's output or a file name: no control character passes
+    print(f"ratchet: error: {visible(message)}", file=sys.stderr)
     raise typer.Exit(code)
 
 
@@ -72,12 +74,11 @@ def _spec(project: Path) -> Spec:
 
 
 def _journal(project: Path) -> Journal:
-    from ratchet.engine import JOURNAL_FILE, state_dir
+    from ratchet.engine import JOURNAL_FILE, open_journal, state_dir
 
-    path = state_dir(project) / JOURNAL_FILE
-    if not path.exists():
+    if not (state_dir(project) / JOURNAL_FILE).exists():
         raise UsageError("no runs yet in this project; start one with 'ratchet run'")
-    return Journal(path)
+    return open_journal(project)  # tightens what an older ratchet left readable
 
 
 def _run_name(journal: Journal, name: str | None) -> str:

@@ -45,6 +45,8 @@ def review(
         return
     from ratchet.governance import diffstat, format_diffstat
     from ratchet.governance import review as build_review
+    from ratchet.plaintext import visible
+    from ratchet.view import plain
 
     journal = _journal(_project())
     try:
@@ -56,15 +58,16 @@ def review(
         return
     run, counts = report.run, report.counts()
     console.print(
-        f"run {run.name}: {len(report.items)} keeps after the baseline ({run.metric}, {run.goal}"
-        f"); approved {counts['approved']}, rejected {counts['rejected']}, "
-        f"pending {counts['pending']}",
-        highlight=False,
+        plain(
+            f"run {run.name}: {len(report.items)} keeps after the baseline ({run.metric}, "
+            f"{run.goal}); approved {counts['approved']}, rejected {counts['rejected']}, "
+            f"pending {counts['pending']}"
+        )
     )
     for label, record in (("baseline", report.baseline), ("incumbent", report.incumbent)):
         if record is not None:
-            console.print(f"{label} {_fmt(record.value)} (#{record.id}, "
-                          f"{(record.commit or '')[:7]})", highlight=False)  # fmt: skip
+            console.print(plain(f"{label} {_fmt(record.value)} (#{record.id}, "
+                                f"{(record.commit or '')[:7]})"))  # fmt: skip
     if not report.items:
         return
     table = Table(header_style="bold", box=None)
@@ -77,26 +80,28 @@ def review(
             state += f" by {approval.who.split(' <')[0]}"
             state += f": {approval.note}" if approval.note else ""
         table.add_row(
-            str(r.id),
-            (r.commit or "")[:7],
-            f"{_fmt(item.parent_value)} -> {_fmt(r.value)}",
-            "-" if item.delta is None else f"{item.delta:+.4g}",
-            state,
-            format_diffstat(diffstat(r.patch)),
-            r.rationale,
+            Text(str(r.id)),
+            Text((r.commit or "")[:7]),
+            Text(f"{_fmt(item.parent_value)} -> {_fmt(r.value)}"),
+            Text("-" if item.delta is None else f"{item.delta:+.4g}"),
+            plain(state),
+            plain(format_diffstat(diffstat(r.patch)), lines=False),
+            plain(r.rationale),
         )
     console.print(table)
     if not patch:
         console.print(
-            "full diffs: 'ratchet review --patch'; decide: 'ratchet review approve ID...' or "
-            "'ratchet review reject ID...'; then 'ratchet finalize'",
-            highlight=False,
+            Text(
+                "full diffs: 'ratchet review --patch'; decide: 'ratchet review approve ID...' "
+                "or 'ratchet review reject ID...'; then 'ratchet finalize'"
+            )
         )
         return
     for item in report.items:
         r = item.record
-        console.print(Text(f"keep #{r.id} ({(r.commit or '')[:7]}): {r.rationale}", style="bold"))
-        console.print(Syntax(r.patch, "diff", theme="ansi_dark", background_color="default"))
+        console.print(plain(f"keep #{r.id} ({(r.commit or '')[:7]}): {r.rationale}", "bold"))
+        diff = visible(r.patch)  # the candidate's files: escaped like any untrusted text
+        console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
 
 
 IdsArgument = Annotated[
@@ -121,6 +126,7 @@ def review_reject(experiments: IdsArgument, note: NoteOption = "") -> None:
 
 def _verdict(experiments: list[int], approve: bool, note: str) -> None:
     from ratchet.governance import identity, record_verdict
+    from ratchet.view import plain
 
     project = _project()
     journal = _journal(project)
@@ -132,9 +138,11 @@ def _verdict(experiments: list[int], approve: bool, note: str) -> None:
         journal.close()
     for record, approval in done:
         console.print(
-            f"{approval.verdict} keep #{record.id} of run {record.run} ({(record.commit or '')[:7]}: "
-            f"{record.rationale}) as {approval.who}" + (f"; note: {note}" if note else ""),
-            highlight=False,
+            plain(
+                f"{approval.verdict} keep #{record.id} of run {record.run} "
+                f"({(record.commit or '')[:7]}: {record.rationale}) as {approval.who}"
+                + (f"; note: {note}" if note else "")
+            )
         )
 
 
@@ -166,33 +174,31 @@ def finalize(
 
 
 def _print_finalized(result: Any) -> None:
+    from ratchet.view import plain
+
+    def say(line: str) -> None:  # reasons and whys may quote a candidate's output
+        console.print(plain(line))
+
     which = " (approved keeps only)" if result.approved_only else ""
     ids = ", ".join(f"#{i}" for i in result.replayed)
     replayed = f"keep{'s' if len(result.replayed) > 1 else ''} {ids}" if ids else "no keep"
-    console.print(
-        f"finalize run {result.run}: replayed {replayed} onto the base {result.base[:7]}{which}",
-        highlight=False,
-    )
+    say(f"finalize run {result.run}: replayed {replayed} onto the base {result.base[:7]}{which}")
     for skipped in result.skipped:
-        console.print(f"skipped keep #{skipped.experiment}: {skipped.reason}", highlight=False)
+        say(f"skipped keep #{skipped.experiment}: {skipped.reason}")
     if result.left_out:
         left = ", ".join(f"#{s.experiment} ({s.reason})" for s in result.left_out)
-        console.print(f"left out: {left}", highlight=False)
+        say(f"left out: {left}")
     replaced = (
         f"; replaced the previous {result.branch} ({result.previous[:7]})"
         if result.previous
         else ""
     )
-    console.print(f"branch {result.branch} at {result.commit[:7]}{replaced}", highlight=False)
+    say(f"branch {result.branch} at {result.commit[:7]}{replaced}")
     if result.spec_changed:
-        console.print(
-            "note: the spec changed since the run was created; measured with the current one",
-            highlight=False,
-        )
+        say("note: the spec changed since the run was created; measured with the current one")
     m = result.measurement
     if result.value is None:
-        console.print(f"{result.metric}: the final measurement failed ({m.status}): {m.why}",
-                      highlight=False)  # fmt: skip
+        say(f"{result.metric}: the final measurement failed ({m.status}): {m.why}")
         return
 
     def versus(label: str, record: Any) -> str:
@@ -200,8 +206,7 @@ def _print_finalized(result: Any) -> None:
             return f"{label} -"
         return f"{label} {_fmt(record.value)} (#{record.id}, {result.against(record):+.4g})"
 
-    console.print(
+    say(
         f"{result.metric}: final {_fmt(result.value)} (re-measured once, seed 0) vs "
-        f"{versus('baseline', result.baseline)}, {versus('incumbent', result.incumbent)}",
-        highlight=False,
+        f"{versus('baseline', result.baseline)}, {versus('incumbent', result.incumbent)}"
     )

@@ -30,7 +30,7 @@ from ratchet.journal import ExperimentRecord
 @guarded
 def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     """Summarize a run: baseline, incumbent, counts by decision."""
-    from ratchet.view import plural
+    from ratchet.view import plain, plural
 
     journal = _journal(_project())
     run_name = _run_name(journal, name)
@@ -68,24 +68,29 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(data)
         return
-    table = Table.grid(padding=(0, 2))
-    table.add_row("run", f"{run_name} (branch {run.branch}, base {run.base_commit[:7]})")
-    table.add_row("metric", f"{run.metric} ({run.goal})")
-    table.add_row("baseline", _fmt(baseline.value if baseline else None))
+    rows = [
+        ("run", f"{run_name} (branch {run.branch}, base {run.base_commit[:7]})"),
+        ("metric", f"{run.metric} ({run.goal})"),
+        ("baseline", _fmt(baseline.value if baseline else None)),
+    ]
     if incumbent:
-        table.add_row(
-            "incumbent",
-            f"{_fmt(incumbent.value)} (#{incumbent.id}, {(incumbent.commit or '')[:7]})",
-        )
+        commit = (incumbent.commit or "")[:7]
+        rows.append(("incumbent", f"{_fmt(incumbent.value)} (#{incumbent.id}, {commit})"))
     if incumbent and incumbent.holdout is not None:
-        table.add_row("holdout", f"{_fmt(incumbent.holdout)} (search {_fmt(incumbent.value)}, "
-                      f"gap {_gap(incumbent):+.4g})")  # fmt: skip
-    table.add_row(
-        "experiments",
-        f"{counts.experiments} ({plural(counts.keeps, 'keep')}, {counts.since_keep} since the last keep)",
-    )
-    table.add_row("decisions", ", ".join(f"{k} {v}" for k, v in sorted(decisions.items())))
-    table.add_row("elapsed", f"{counts.elapsed:.0f}s")
+        gap = f"search {_fmt(incumbent.value)}, gap {_gap(incumbent):+.4g}"
+        rows.append(("holdout", f"{_fmt(incumbent.holdout)} ({gap})"))
+    rows += [
+        (
+            "experiments",
+            f"{counts.experiments} ({plural(counts.keeps, 'keep')}, "
+            f"{counts.since_keep} since the last keep)",
+        ),
+        ("decisions", ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))),
+        ("elapsed", f"{counts.elapsed:.0f}s"),
+    ]
+    table = Table.grid(padding=(0, 2))
+    for label, value in rows:
+        table.add_row(Text(label), plain(value))
     console.print(table)
 
 
@@ -104,7 +109,7 @@ def log(
     as_json: JsonFlag = False,
 ) -> None:
     """List a run's experiments with their decisions and whys."""
-    from ratchet.view import decision_style
+    from ratchet.view import decision_style, plain
 
     journal = _journal(_project())
     records = journal.experiments(_run_name(journal, name), limit=limit)
@@ -117,11 +122,11 @@ def log(
         table.add_column(column, overflow="fold")
     for r in records:
         table.add_row(
-            str(r.id),
-            Text(r.decision or r.stage, style=decision_style(r.decision)),
-            _fmt(r.value),
-            ", ".join(r.files),
-            r.why or "",
+            Text(str(r.id)),
+            plain(r.decision or r.stage, decision_style(r.decision), lines=False),
+            Text(_fmt(r.value)),
+            plain(", ".join(r.files), lines=False),
+            plain(r.why),
         )
     console.print(table)
 
@@ -147,24 +152,29 @@ def show(
 
 
 def _show_record(record: ExperimentRecord, output: str) -> None:
-    from ratchet.view import decision_style
+    from ratchet.plaintext import visible
+    from ratchet.view import decision_style, plain
 
     title = Text.assemble(
         (f"experiment #{record.id} ", "bold"),
-        (record.decision or record.stage, decision_style(record.decision)),
+        plain(record.decision or record.stage, decision_style(record.decision), lines=False),
     )
     console.print(title)
     console.print(
-        f"run {record.run}, parent {record.parent[:7]}, proposer {record.proposer}, "
-        f"commit {(record.commit or '-')[:7]}",
-        highlight=False,
+        plain(
+            f"run {record.run}, parent {record.parent[:7]}, proposer {record.proposer}, "
+            f"commit {(record.commit or '-')[:7]}"
+        )
     )
-    console.print(f"value: {_fmt(record.value)}", highlight=False)
-    console.print(f"why: {record.why}", highlight=False)
-    console.print(f"rationale: {record.rationale}", highlight=False)
-    if record.patch:
-        console.print(Syntax(record.patch, "diff", theme="ansi_dark", background_color="default"))
+    console.print(plain(f"value: {_fmt(record.value)}"))
+    console.print(plain(f"why: {record.why}"))
+    console.print(plain(f"rationale: {record.rationale}"))
+    if record.files:
+        console.print(plain(f"files: {', '.join(record.files)}", lines=False))
+    if record.patch:  # the patch carries the candidate's files: escaped like any text
+        patch = visible(record.patch)
+        console.print(Syntax(patch, "diff", theme="ansi_dark", background_color="default"))
     if output:
-        tail = "\n".join(output.splitlines()[-40:])
+        tail = "\n".join(visible(output).splitlines()[-40:])
         console.print(Text("output (tail):", style="bold"))
         console.print(Text(tail))

@@ -45,8 +45,10 @@ def init(
     target.write_text(spec_template(files))
     workspace.ensure_ignored(project)
     console.print(
-        f"wrote {SPEC_FILE} and added .ratchet/ to .gitignore; edit the spec, "
-        "commit both, then run 'ratchet run'"
+        Text(
+            f"wrote {SPEC_FILE} and added .ratchet/ to .gitignore; edit the spec, "
+            "commit both, then run 'ratchet run'"
+        )
     )
 
 
@@ -103,7 +105,7 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
     if best is None or baseline is None:
         return
     from ratchet.engine import open_journal
-    from ratchet.view import plural
+    from ratchet.view import plain, plural
 
     journal = open_journal(project)
     try:
@@ -113,12 +115,13 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
         journal.close()
     assert run is not None
     console.print(
-        f"{metric}: baseline {baseline.value:.6g} -> best {best.value:.6g} "
-        f"(#{best.id}, {(best.commit or '')[:7]}); {plural(counts.experiments, 'experiment')}, "
-        f"{plural(counts.keeps, 'keep')}",
-        highlight=False,
+        plain(
+            f"{metric}: baseline {baseline.value:.6g} -> best {best.value:.6g} "
+            f"(#{best.id}, {(best.commit or '')[:7]}); "
+            f"{plural(counts.experiments, 'experiment')}, {plural(counts.keeps, 'keep')}"
+        )
     )
-    console.print(f"branch {run.branch}; results in .ratchet/results.tsv", highlight=False)
+    console.print(plain(f"branch {run.branch}; results in .ratchet/results.tsv"))
 
 
 # doctor -------------------------------------------------------------------------------
@@ -127,6 +130,7 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
 def doctor(as_json: JsonFlag = False) -> None:
     """Which sandbox layers work on this machine, and why not."""
     from ratchet.sandbox.select import doctor_report
+    from ratchet.view import plain
 
     image = network = None
     try:
@@ -142,8 +146,9 @@ def doctor(as_json: JsonFlag = False) -> None:
         return
     table = Table.grid(padding=(0, 2))
     for layer, ok, why in report:
-        table.add_row(layer, Text("yes", style="green") if ok else Text("no", style="red"), why)
-    console.print(table, highlight=False)
+        verdict = Text("yes", style="green") if ok else Text("no", style="red")
+        table.add_row(Text(layer), verdict, plain(why))  # a why may quote a tool's stderr
+    console.print(table)
 
 
 # noise --------------------------------------------------------------------------------
@@ -170,20 +175,24 @@ def noise(
         _print_json(report.__dict__)
         return
     metric = spec.metric.name
-    table = Table.grid(padding=(0, 2))
-    table.add_row("measured", f"experiment #{report.experiment}, {report.n} times")
-    table.add_row("mean", f"{metric} {report.mean:.6g}")
-    table.add_row("sd", _fmt(report.sd))
-    table.add_row("spread", f"{report.low:.6g} .. {report.high:.6g}")
-    table.add_row("pooled sd", f"{_fmt(report.pooled_sd)} ({report.pooled_df} degrees of freedom)")
-    table.add_row(
-        "smallest keep",
-        f"{_fmt(report.smallest_detectable)} (the smallest improvement a keep can prove at "
-        f"confidence {spec.policy.confidence:g}, with {spec.policy.max_repeats} measurements)",
-    )
+    rows = [
+        ("measured", f"experiment #{report.experiment}, {report.n} times"),
+        ("mean", f"{metric} {report.mean:.6g}"),
+        ("sd", _fmt(report.sd)),
+        ("spread", f"{report.low:.6g} .. {report.high:.6g}"),
+        ("pooled sd", f"{_fmt(report.pooled_sd)} ({report.pooled_df} degrees of freedom)"),
+        (
+            "smallest keep",
+            f"{_fmt(report.smallest_detectable)} (the smallest improvement a keep can prove at "
+            f"confidence {spec.policy.confidence:g}, with {spec.policy.max_repeats} measurements)",
+        ),
+    ]
     if report.warning:
-        table.add_row("warning", report.warning)
-    console.print(table, highlight=False)
+        rows.append(("warning", report.warning))
+    table = Table.grid(padding=(0, 2))
+    for label, value in rows:
+        table.add_row(Text(label), Text(value))
+    console.print(table)
 
 
 # demo ---------------------------------------------------------------------------------
@@ -202,15 +211,17 @@ def demo(
 ) -> None:
     """Copy the bundled training example into DIRECTORY and improve it, offline."""
     from ratchet.demo import prepare_demo
+    from ratchet.view import plain
 
     project = prepare_demo(directory.resolve())
-    console.print(f"demo project in {project}", highlight=False)
+    console.print(plain(f"demo project in {project}"))
     started = time.monotonic()
     outcome = _start(project, None, max_experiments, _duration(max_time, "--max-time"))
     console.print(
-        f"demo finished in {time.monotonic() - started:.0f}s; see 'git -C {directory} "
-        f"log ratchet/default' and {directory}/.ratchet/results.tsv",
-        highlight=False,
+        plain(
+            f"demo finished in {time.monotonic() - started:.0f}s; see 'git -C {directory} "
+            f"log ratchet/default' and {directory}/.ratchet/results.tsv"
+        )
     )
     if outcome.incumbent is None:
         raise typer.Exit(1)
