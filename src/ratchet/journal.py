@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ratchet.errors import JournalDamaged, is_journal_damage
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     name TEXT PRIMARY KEY,
@@ -173,11 +175,33 @@ class RunCounts:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, verify: bool = False) -> None:
+        """Open (or create) the journal. With `verify`, as before a run writes to it, a
+        damaged file raises `JournalDamaged` before anything is written into it."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            problem = self._open(verify)
+        except sqlite3.DatabaseError as error:
+            if not is_journal_damage(error):
+                self.db.close()
+                raise
+            problem = str(error)
+        if problem is not None:
+            self.db.close()
+            raise JournalDamaged(
+                f"the journal {path} is damaged ({problem}); nothing was written to it. "
+                "Move it aside to start afresh, or restore it from a backup"
+            )
+
+    def _open(self, verify: bool) -> str | None:
+        """Set the journal up; what is wrong with the file, if `verify` finds anything."""
         self.db.row_factory = sqlite3.Row
+        if verify:  # reads every page once: a malformed file is found before a write
+            problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                return f"database disk image is malformed: {problems[0]}"
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
@@ -189,6 +213,7 @@ class Journal:
         self.db.execute(
             "CREATE INDEX IF NOT EXISTS experiments_by_patch ON experiments(run, patch_hash)"
         )
+        return None
 
     def close(self) -> None:
         self.db.close()
@@ -353,8 +378,12 @@ class Journal:
         return ExperimentRecord.from_row(row) if row else None
 
     def baseline(self, run: str) -> ExperimentRecord | None:
+        """The run's measured baseline; while it has none, its latest attempt (killed or
+        failed), which says why."""
         row = self.db.execute(
-            "SELECT * FROM experiments WHERE run = ? AND proposer = 'baseline' ORDER BY id LIMIT 1",
+            "SELECT * FROM experiments WHERE run = ? AND proposer = 'baseline'"
+            " ORDER BY decision = 'keep' DESC, CASE WHEN decision = 'keep' THEN id ELSE -id END"
+            " LIMIT 1",
             (run,),
         ).fetchone()
         return ExperimentRecord.from_row(row) if row else None
@@ -516,12 +545,15 @@ def tsv_row(record: ExperimentRecord) -> str:
 def export_tsv(journal: Journal, run: str, metric: str, path: Path) -> None:
     """Write the whole run's `results.tsv` afresh (atomically)."""
     tmp = path.with_suffix(".tsv.tmp")
-    with tmp.open("w") as handle:
-        handle.write(tsv_header(metric))
-        for record in journal.iter_experiments(run):
-            if record.decision is not None:
-                handle.write(tsv_row(record))
-    tmp.replace(path)
+    try:
+        with tmp.open("w") as handle:
+            handle.write(tsv_header(metric))
+            for record in journal.iter_experiments(run):
+                if record.decision is not None:
+                    handle.write(tsv_row(record))
+        tmp.replace(path)
+    finally:  # a full disk, say: the old export stays whole, and no half file is left
+        tmp.unlink(missing_ok=True)
 
 
 def append_tsv(record: ExperimentRecord, path: Path) -> None:
