@@ -220,7 +220,8 @@ def test_ctrl_c_with_two_slots_busy_interrupts_both(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **GIT_ENV})  # fmt: skip
-    wait_for(flags / "0", flags / "1")
+    slots = project / ".ratchet" / "slots"  # both propose, their groups recorded
+    wait_for(flags / "0", flags / "1", slots / "0.pid", slots / "1.pid")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

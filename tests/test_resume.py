@@ -159,7 +159,7 @@ def test_ctrl_c_records_the_experiment_in_flight_as_interrupted(
         proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, **GIT_ENV})  # fmt: skip
-        wait_for(flag)
+        wait_for(flag, project / ".ratchet" / "slots" / "0.pid")  # its group recorded
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
         assert descendants_gone()  # the proposer's process group went with it

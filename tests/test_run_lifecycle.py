@@ -300,18 +300,22 @@ def test_stale_slot_locks_are_removed_and_the_users_are_not(
     # what a git or libgit2 killed in the slot leaves: its index and HEAD locks
     (slot_gitdir / "index.lock").write_text("")
     (slot_gitdir / "HEAD.lock").write_text("")
+    # and the marker of a `git worktree add` killed while it created the slot
+    (slot_gitdir / "locked").write_text("initializing")
     # and a worktree of the user's own, with a lock ratchet must not touch
     git(project, "worktree", "add", "-q", "--detach", str(tmp_path / "mine"), "HEAD")
     mine = next(p for p in common.iterdir() if p.name != "0")
     (mine / "index.lock").write_text("")
+    (mine / "locked").write_text("initializing")
     result = ratchet(project, "run", "--max-experiments", "2")
     assert result.returncode == 0, result.stderr
     assert (
-        "removed stale git lock files: .git/worktrees/0/HEAD.lock, .git/worktrees/0/index.lock"
-        in result.stdout
+        "removed stale git lock files: .git/worktrees/0/HEAD.lock, .git/worktrees/0/index.lock,"
+        " .git/worktrees/0/locked" in result.stdout
     )
     assert not (slot_gitdir / "index.lock").exists() and not (slot_gitdir / "HEAD.lock").exists()
-    assert (mine / "index.lock").exists()
+    assert not (slot_gitdir / "locked").exists()
+    assert (mine / "index.lock").exists() and (mine / "locked").exists()
     assert [r["decision"] for r in experiments(project)] == ["keep", "keep", "keep"]
 
 
