@@ -7,7 +7,9 @@ branch up to the journal and mark whatever was in flight `interrupted`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +20,7 @@ import pygit2
 from ratchet import workspace
 from ratchet.brief import History, render_brief, write_brief
 from ratchet.environment import Redactor, child_environment
-from ratchet.errors import RunError, machine_failure
+from ratchet.errors import RunError, UsageError, machine_failure
 from ratchet.events import (
     ExperimentDecided,
     Observer,
@@ -172,9 +174,11 @@ class Engine:
             try:
                 return self._run()
             except Exception as error:
-                if machine_failure(error) is None:  # ratchet's own bug: say so, then raise
+                own_bug = not isinstance(error, (RunError, UsageError, GitError))
+                if own_bug and machine_failure(error) is None:  # say so in the audit too
                     reason = f"an internal error: {type(error).__name__}: {error}"
-                    self.journal.audit(self.name, "run-stopped", reason=self.redact(reason))
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the news
+                        self.journal.audit(self.name, "run-stopped", reason=self.redact(reason))
                 raise
 
     def _run(self) -> RunStopped:
