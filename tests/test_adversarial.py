@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from processes import adopting, command_line, descendants_gone, living_descendants
 
 from conftest import experiments, git, make_project, ratchet
 
@@ -132,10 +133,10 @@ def test_a_bounded_fork_bomb_is_killed_whole(tmp_path: Path, layer: str) -> None
     layer_or_skip(layer)
     bomb = "import os, time\nfor _ in range(200):\n    if os.fork() == 0:\n        time.sleep(300)\n        os._exit(0)\ntime.sleep(300)\n"
     project = project_with(tmp_path, layer, bomb, budget="2s")
-    bad, _ = run_case(project)
-    assert bad["decision"] == "timeout"
-    alive = subprocess.run(["pgrep", "-f", str(project / ".ratchet")], capture_output=True)
-    assert alive.returncode != 0  # nothing of it is left
+    with adopting():  # whatever of the bomb outlives ratchet is re-parented to this test
+        bad, _ = run_case(project)
+        assert bad["decision"] == "timeout"
+        assert descendants_gone(), [command_line(p) for p in living_descendants()]
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -166,9 +167,9 @@ def test_200_mb_of_output_is_capped(tmp_path: Path, layer: str) -> None:
 def test_a_daemon_that_ignores_sigterm(tmp_path: Path, layer: str) -> None:
     """A grandchild that leaves the process group and ignores SIGTERM.
 
-    It execs `sleep` with a duration no other process uses, so the host can look for it:
-    bwrap's PID namespace takes it down with the command; the process layer cannot, as
-    docs/sandboxing.md says.
+    It execs `sleep` with a duration of its own, so that the test can tell it among its
+    own descendants: bwrap's PID namespace takes it down with the command; the process
+    layer cannot, as docs/sandboxing.md says.
     """
     layer_or_skip(layer)
     marker = f"3600.{os.getpid()}{len(layer)}"
@@ -184,16 +185,17 @@ def test_a_daemon_that_ignores_sigterm(tmp_path: Path, layer: str) -> None:
         "X = 9\n"
     )
     project = project_with(tmp_path, layer, daemon)
-    try:
+
+    def daemons() -> list[int]:
+        return [p for p in living_descendants() if command_line(p) == f"sleep {marker}"]
+
+    with adopting():  # the daemon, orphaned, is re-parented to this test; killed after
         bad, _ = run_case(project)
         assert bad["decision"] == "discard"
-        survivors = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True)
         if layer == "bwrap":
-            assert survivors.returncode != 0, "the daemon outlived its bwrap sandbox"
+            assert descendants_gone(), "the daemon outlived its bwrap sandbox"
         else:
-            assert survivors.returncode == 0  # the documented escape from the process layer
-    finally:
-        subprocess.run(["pkill", "-9", "-f", f"sleep {marker}"], capture_output=True)
+            assert len(daemons()) == 1  # the documented escape from the process layer
 
 
 @pytest.mark.parametrize("layer", LAYERS)

@@ -9,11 +9,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import adopting, descendants_gone, living_descendants, wait_for
 
 from conftest import GIT_ENV, check_consistent, experiments, git, make_project, ratchet
 
@@ -175,13 +175,6 @@ def test_a_candidate_that_loses_after_the_incumbent_moved_says_so(tmp_path: Path
     assert rows[1]["why"].endswith(f"; #{rows[0]['id']} has been kept since")
 
 
-def _wait_for(paths: list[Path], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(p.exists() for p in paths):
-        assert time.monotonic() < deadline, f"not all of {paths} appeared"
-        time.sleep(0.05)
-
-
 def test_kill_9_with_every_slot_busy_then_resumed(tmp_path: Path) -> None:
     flags = tmp_path / "flags"
     flags.mkdir()
@@ -192,16 +185,20 @@ def test_kill_9_with_every_slot_busy_then_resumed(tmp_path: Path) -> None:
             f'touch {flags}/$(basename "$PWD"); sleep 60; fi\n')  # fmt: skip
     (project / "measure.sh").write_text(hang)
     git(project, "commit", "-qam", "hang once per slot")
-    proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **GIT_ENV})  # fmt: skip
-    _wait_for([flags / "0", flags / "1"])
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    stuck = [r for r in experiments(project) if r["decision"] is None]
-    assert sorted(r["slot"] for r in stuck) == [0, 1]
-    result = ratchet(project, "run")
+    slots = project / ".ratchet" / "slots"
+    with adopting():  # the children ratchet leaves are re-parented to this test
+        proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, **GIT_ENV})  # fmt: skip
+        # both candidates hang, and ratchet has recorded both process groups
+        wait_for(flags / "0", flags / "1", slots / "0.pid", slots / "1.pid")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        stuck = [r for r in experiments(project) if r["decision"] is None]
+        assert sorted(r["slot"] for r in stuck) == [0, 1]
+        assert living_descendants()  # the orphans outlived ratchet
+        result = ratchet(project, "run")
+        assert descendants_gone()  # and the resumed run killed them
     assert result.returncode == 0, result.stderr
     rows = experiments(project)
     for row in stuck:
@@ -212,7 +209,6 @@ def test_kill_9_with_every_slot_busy_then_resumed(tmp_path: Path) -> None:
         "SELECT detail FROM audit WHERE event = 'orphan-killed'")]  # fmt: skip
     db.close()
     assert sorted(killed) == [0, 1]
-    assert subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True).returncode != 0
     check_consistent(project)
 
 
@@ -224,7 +220,8 @@ def test_ctrl_c_with_two_slots_busy_interrupts_both(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **GIT_ENV})  # fmt: skip
-    _wait_for([flags / "0", flags / "1"])
+    slots = project / ".ratchet" / "slots"  # both propose, their groups recorded
+    wait_for(flags / "0", flags / "1", slots / "0.pid", slots / "1.pid")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

@@ -8,11 +8,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from processes import adopting, descendants_gone, living_descendants, wait_for
 
 from conftest import GIT_ENV, check_consistent, experiments, git, ratchet
 
@@ -101,13 +101,6 @@ def test_killed_at_an_internal_step_then_resumed(
     check_consistent(project)
 
 
-def _wait_for(path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("stage", ["proposing", "measuring"])
 def test_killed_while_a_child_runs_then_resumed(
     score_project: Callable[..., Path], tmp_path: Path, stage: str
@@ -126,20 +119,24 @@ def test_killed_while_a_child_runs_then_resumed(
         )
         (project / "ratchet.toml").write_text(spec)
         git(project, "commit", "-qam", "measure through a script")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ratchet", "run"],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **GIT_ENV},
-    )
-    _wait_for(flag)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    stuck = experiments(project)[-1]
-    assert stuck["decision"] is None and stuck["stage"] == stage
-    result = ratchet(project, "run")
+    with adopting():  # the child ratchet leaves is re-parented to this test
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ratchet", "run"],
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **GIT_ENV},
+        )
+        # the child hangs, and ratchet has recorded its process group
+        wait_for(flag, project / ".ratchet" / "slots" / "0.pid")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        stuck = experiments(project)[-1]
+        assert stuck["decision"] is None and stuck["stage"] == stage
+        assert living_descendants()  # the orphan outlived ratchet
+        result = ratchet(project, "run")
+        # the orphaned child was found and killed when ratchet came back
+        assert descendants_gone()
     assert result.returncode == 0, result.stderr
     rows = experiments(project)
     assert rows[len(rows) - 4]["decision"] == "interrupted"
@@ -151,8 +148,6 @@ def test_killed_while_a_child_runs_then_resumed(
     events = [row[0] for row in db.execute("SELECT event FROM audit")]
     db.close()
     assert "orphan-killed" in events
-    leftover = subprocess.run(["pgrep", "-f", f"touch {flag}"], capture_output=True)
-    assert leftover.returncode != 0
 
 
 def test_ctrl_c_records_the_experiment_in_flight_as_interrupted(
@@ -160,18 +155,18 @@ def test_ctrl_c_records_the_experiment_in_flight_as_interrupted(
 ) -> None:
     flag = tmp_path / "flag"
     project = score_project(f"touch {flag}; sleep 30", max_experiments=5)
-    proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **GIT_ENV})  # fmt: skip
-    _wait_for(flag)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    with adopting():
+        proc = subprocess.Popen([sys.executable, "-m", "ratchet", "run"], cwd=project,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **GIT_ENV})  # fmt: skip
+        wait_for(flag, project / ".ratchet" / "slots" / "0.pid")  # its group recorded
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert descendants_gone()  # the proposer's process group went with it
     assert proc.returncode == 0, err
     assert "stopped: stopped by SIGINT" in out
     assert "Traceback" not in err
     rows = experiments(project)
     assert rows[-1]["decision"] == "interrupted"
     assert "stopped by SIGINT while the experiment was in flight" in rows[-1]["why"]
-    leftover = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True)
-    assert leftover.returncode != 0  # the proposer's process group went with it
     check_consistent(project)

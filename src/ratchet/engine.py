@@ -7,15 +7,20 @@ branch up to the journal and mark whatever was in flight `interrupted`.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pygit2
+
 from ratchet import workspace
 from ratchet.brief import History, render_brief, write_brief
 from ratchet.environment import Redactor, child_environment
-from ratchet.errors import RunError
+from ratchet.errors import RunError, UsageError, machine_failure
 from ratchet.events import (
     ExperimentDecided,
     Observer,
@@ -39,7 +44,7 @@ from ratchet.measure import Measurement
 from ratchet.policy import policy_for
 from ratchet.private import create_private, private_dir, write_private
 from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext, make_proposer
-from ratchet.runs import open_run, reconcile_branch
+from ratchet.runs import open_run, reconcile_branch, run_lock
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
 from ratchet.sandbox.select import choose_sandbox
 from ratchet.scheduler import Scheduler, SignalGate, Stopped
@@ -56,9 +61,10 @@ def state_dir(project: Path) -> Path:
     return project / workspace.STATE_DIR
 
 
-def open_journal(project: Path) -> Journal:
-    """The project's journal; `.ratchet/` is made (or tightened to) 0700 first."""
-    return Journal(private_dir(state_dir(project)) / JOURNAL_FILE)
+def open_journal(project: Path, verify: bool = False) -> Journal:
+    """The project's journal; `.ratchet/` is made (or tightened to) 0700 first. `verify`
+    before writing to it (a run, a noise estimate)."""
+    return Journal(private_dir(state_dir(project)) / JOURNAL_FILE, verify)
 
 
 class Engine:
@@ -111,7 +117,9 @@ class Engine:
                               expose=expose)  # fmt: skip
 
     def _prepare(self) -> tuple[RunRecord, ExperimentRecord | None]:
-        """Open the run, repair what a crash left, and ready the slot and the judge."""
+        """Open the run, repair what a crash left, and ready the slot and the judge.
+        The caller holds the run lock: no other ratchet run is alive."""
+        recovered = self._remove_stale_git_locks()
         run, resumed = open_run(self.project, self.spec, self.journal, self.name)
         write_private(self.state / ".gitignore", "*\n")  # ratchet's state is never tracked
         for index in range(max(self.parallel, _slot_count(self.project))):
@@ -137,9 +145,8 @@ class Engine:
             # bwrap binds each brief before it is written
             create_private(self.state / f"brief-{index}.json")
         self.executor = make_executor(self.spec, self.project, self.sandbox)
-        self.started = RunStarted(
-            run, self.spec.proposer.kind, self.sandbox_note, resumed, interrupted, incumbent
-        )
+        self.started = RunStarted(run, self.spec.proposer.kind, self.sandbox_note, resumed,
+                                  interrupted, incumbent, recovered)  # fmt: skip
         self.session_start = time.monotonic()
         self.counts = self.journal.counts(self.name)
         self.earlier_elapsed = self.counts.elapsed  # of earlier sessions; this one's is the clock
@@ -153,7 +160,31 @@ class Engine:
         self.signals = SignalGate()
         return run, incumbent
 
+    def _remove_stale_git_locks(self) -> tuple[str, ...]:
+        """Git lock files a killed ratchet's git children left; the run lock held proves
+        their owners dead. Each one removed is named in the audit and the output."""
+        removed = []
+        for path in workspace.stale_git_locks(self.project, self.name):
+            path.unlink(missing_ok=True)
+            shown = os.path.relpath(path, self.project)
+            self.journal.audit(self.name, "stale-lock-removed", file=shown)
+            removed.append(shown)
+        return tuple(removed)
+
     def run(self) -> RunStopped:
+        """The loop, until a limit or a signal stops it; one run at a time per project."""
+        with run_lock(self.state, self.name):
+            try:
+                return self._run()
+            except Exception as error:
+                own_bug = not isinstance(error, (RunError, UsageError, GitError))
+                if own_bug and machine_failure(error) is None:  # say so in the audit too
+                    reason = f"an internal error: {type(error).__name__}: {error}"
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the news
+                        self.journal.audit(self.name, "run-stopped", reason=self.redact(reason))
+                raise
+
+    def _run(self) -> RunStopped:
         run, incumbent = self._prepare()
         self.observe(self.started)
         reason = "stopped"
@@ -202,6 +233,10 @@ class Engine:
     def measure_noise(self, repeats: int) -> NoiseReport:
         """Measure the incumbent `repeats` more times, in every slot at once (in a new run,
         the baseline first)."""
+        with run_lock(self.state, self.name):
+            return self._measure_noise(repeats)
+
+    def _measure_noise(self, repeats: int) -> NoiseReport:
         run, incumbent = self._prepare()
         with self.signals.installed():
             if incumbent is None:
@@ -277,9 +312,17 @@ class Engine:
         experiment = self.journal.begin_experiment(
             self.name, slot.index, run.base_commit, "baseline"
         )
-        workspace.reset_slot(slot, run.base_commit)
-        self.journal.record_proposal(experiment, "baseline", "", [], {}, 0.0)
-        verdict = self.judge.baseline(experiment, slot)
+        try:
+            workspace.reset_slot(slot, run.base_commit)
+            self.journal.record_proposal(experiment, "baseline", "", [], {}, 0.0)
+            verdict = self.judge.baseline(experiment, slot)
+        except Exception as error:
+            if not _candidate_fault(error):
+                raise
+            self._repair(slot, run.base_commit)
+            why = (f"measuring the baseline broke its slot ({type(error).__name__}: {error}); "
+                   "the slot was rebuilt")  # fmt: skip
+            return self._decide(experiment, "crash", self.redact(why), None, None, None)
         commit = run.base_commit if verdict.decision == "keep" else None
         return self._decide(experiment, verdict.decision, verdict.why, verdict.measurement,
                             commit, None, verdict.value)  # fmt: skip
@@ -302,15 +345,52 @@ class Engine:
                 )
                 self._decide(experiment, "interrupted", why, None, None, self.incumbent)
             raise
+        except Exception as error:  # a stage's fault: the candidate's is a decision
+            record = self._fence(experiment, slot, parent, error)
         outcome = Outcome(
             record.id, record.decision or "", record.value, incumbent.value, record.meta
         )
-        proposer.observe(outcome)
+        try:
+            proposer.observe(outcome)
+        except Exception as error:
+            if machine_failure(error) is not None:
+                raise
+            # a plug-in that cannot take the news still proposes; the audit says what failed
+            failure = self.redact(f"{type(error).__name__}: {error}")
+            self.journal.audit(self.name, "proposer-observe-failed", experiment=record.id,
+                               error=failure)  # fmt: skip
         if record.decision == "keep":
             self.incumbent = record
         else:  # its value may have moved: re-measured while this candidate was judged
             self.incumbent = self.journal.experiment(self.incumbent.id) or self.incumbent
         return record
+
+    def _fence(
+        self, experiment: int, slot: Slot, parent: str, error: Exception
+    ) -> ExperimentRecord:
+        """An error that escaped a stage of the experiment (proposing, judging, measuring,
+        rebasing, committing). One the candidate or proposer caused (a slot it broke, a
+        file it made unreadable) is the experiment's decision, and the slot is rebuilt;
+        a full disk, a damaged journal or a bug of ratchet's stops the run."""
+        current = self.journal.experiment(experiment)
+        undecided = current is not None and current.decision is None
+        if machine_failure(error) is not None:
+            raise error
+        if not undecided or not _candidate_fault(error):
+            if undecided:  # recorded now, so that the run resumes without a repair
+                why = (f"ratchet's own error stopped the run ({type(error).__name__}); "
+                       "nothing of it was kept")  # fmt: skip
+                self._decide(experiment, "interrupted", why, None, None, self.incumbent)
+            raise error
+        assert current is not None
+        proposing = current.stage == "proposing"
+        self._repair(slot, parent)
+        what = "proposal" if proposing else "candidate"
+        why = (f"the {what} broke the slot while it was {current.stage} "
+               f"({type(error).__name__}: {error}); the slot was rebuilt and nothing of it "
+               "was kept")  # fmt: skip
+        decision = "invalid-proposal" if proposing else "crash"
+        return self._decide(experiment, decision, self.redact(why), None, None, self.incumbent)
 
     def _attempt(
         self,
@@ -500,6 +580,14 @@ class Engine:
             {"sd": self.judge.noise.estimate.sd, "df": self.judge.noise.estimate.df},
             list(self.measuring.values()),
         )
+
+
+def _candidate_fault(error: BaseException) -> bool:
+    """Errors a candidate or proposer can cause by what it does to its slot: git that
+    fails on what it left, files it made unreadable or undecodable. Anything else that
+    escapes a stage is a bug of ratchet's. A full disk is neither: the machine's."""
+    faults = (GitError, pygit2.GitError, OSError, UnicodeError)
+    return isinstance(error, faults) and machine_failure(error) is None
 
 
 def _slot_count(project: Path) -> int:

@@ -16,6 +16,7 @@ class RunStarted:
     resumed: bool
     interrupted: list[int]
     incumbent: ExperimentRecord | None
+    recovered: tuple[str, ...] = ()  # stale git lock files removed, relative to the project
 
 
 @dataclass(frozen=True)

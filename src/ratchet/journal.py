@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ratchet.errors import JournalDamaged, is_journal_damage
 from ratchet.plaintext import one_line
 from ratchet.private import DIR_MODE, create_private, open_appending, tighten_file, write_private
 
@@ -176,7 +177,9 @@ class RunCounts:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, verify: bool = False) -> None:
+        """Open (or create) the journal. With `verify`, as before a run writes to it, a
+        damaged file raises `JournalDamaged` before anything is written into it."""
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self.path = path
         # SQLite gives the -wal and -shm files the database's own mode: 0600 throughout
@@ -184,7 +187,27 @@ class Journal:
         for suffix in ("-wal", "-shm"):
             tighten_file(path.with_name(path.name + suffix))
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            problem = self._open(verify)
+        except sqlite3.DatabaseError as error:
+            if not is_journal_damage(error):
+                self.db.close()
+                raise
+            problem = str(error)
+        if problem is not None:
+            self.db.close()
+            raise JournalDamaged(
+                f"the journal {path} is damaged ({problem}); nothing was written to it. "
+                "Move it aside to start afresh, or restore it from a backup"
+            )
+
+    def _open(self, verify: bool) -> str | None:
+        """Set the journal up; what is wrong with the file, if `verify` finds anything."""
         self.db.row_factory = sqlite3.Row
+        if verify:  # reads every page once: a malformed file is found before a write
+            problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                return f"database disk image is malformed: {problems[0]}"
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
@@ -196,6 +219,7 @@ class Journal:
         self.db.execute(
             "CREATE INDEX IF NOT EXISTS experiments_by_patch ON experiments(run, patch_hash)"
         )
+        return None
 
     def close(self) -> None:
         self.db.close()
@@ -360,8 +384,12 @@ class Journal:
         return ExperimentRecord.from_row(row) if row else None
 
     def baseline(self, run: str) -> ExperimentRecord | None:
+        """The run's measured baseline; while it has none, its latest attempt (killed or
+        failed), which says why."""
         row = self.db.execute(
-            "SELECT * FROM experiments WHERE run = ? AND proposer = 'baseline' ORDER BY id LIMIT 1",
+            "SELECT * FROM experiments WHERE run = ? AND proposer = 'baseline'"
+            " ORDER BY decision = 'keep' DESC, CASE WHEN decision = 'keep' THEN id ELSE -id END"
+            " LIMIT 1",
             (run,),
         ).fetchone()
         return ExperimentRecord.from_row(row) if row else None

@@ -81,6 +81,8 @@ def plain_line(event: Event) -> str | None:
         )
         if event.interrupted:
             line += f"; marked interrupted: {', '.join(f'#{i}' for i in event.interrupted)}"
+        if event.recovered:
+            line += f"; removed stale git lock files: {', '.join(event.recovered)}"
         return line
     if isinstance(event, ExperimentDecided):
         r = event.record

@@ -95,6 +95,29 @@ def advance_branch(project: Path, run: str, new: str, old: str) -> None:
     git(project, "update-ref", f"refs/heads/{branch_name(run)}", new, old)
 
 
+def stale_git_locks(project: Path, run: str) -> list[Path]:
+    """Lock files a killed git (or libgit2) of ratchet's could have left: the run branch's
+    ref lock, and those of the slot worktrees. Only call this while holding the run lock,
+    which proves that no ratchet run, and so none of its git children, is alive."""
+    common = Path(git(project, "rev-parse", "--path-format=absolute", "--git-common-dir").strip())
+    found = [common / "refs" / "heads" / f"{branch_name(run)}.lock"]
+    slots = (project / SLOTS_DIR).resolve()
+    worktrees = common / "worktrees"
+    for entry in sorted(worktrees.iterdir()) if worktrees.is_dir() else []:
+        try:
+            target = Path((entry / "gitdir").read_text().strip()).resolve().parent
+        except OSError:
+            continue
+        if target.parent != slots:
+            continue  # the user's own worktrees are theirs
+        found.extend(sorted(entry.glob("*.lock")))
+        # `git worktree add` marks a worktree it is still creating with this word
+        locked = entry / "locked"
+        if locked.is_file() and locked.read_text().strip() == "initializing":
+            found.append(locked)
+    return [path for path in found if path.is_file()]
+
+
 @dataclass(frozen=True)
 class Slot:
     index: int

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
+import click
 import typer
 from rich.console import Console
 
 from ratchet import workspace
-from ratchet.errors import RunError, UsageError
+from ratchet.errors import RunError, UsageError, machine_failure
 from ratchet.journal import Journal
 from ratchet.plaintext import visible
 from ratchet.spec import Spec, parse_duration
@@ -44,18 +50,61 @@ R = TypeVar("R")
 
 
 def guarded(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn ratchet's own errors into one line and an exit code."""
+    """Turn every error into one line and an exit code: the user's (2), the run's or the
+    machine's (1: a full disk, a damaged journal), and ratchet's own bugs (1, with the
+    traceback in a log file whose path the line gives)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except UsageError as error:
-            fail(str(error), 2)
-        except (RunError, workspace.GitError) as error:
-            fail(str(error), 1)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+            raise  # the command line's own exits and usage errors
+        except Exception as error:
+            machine = machine_failure(error)
+            if machine is not None:  # git's errors too can be a full disk's
+                fail(machine, 1)
+            if isinstance(error, UsageError):
+                fail(str(error), 2)
+            if isinstance(error, (RunError, workspace.GitError)):
+                fail(str(error), 1)
+            log = _log_internal_error(error)
+            fail(
+                f"ratchet's own error ({type(error).__name__}: {_first_line(error)}); "
+                f"the traceback is in {log}. Please report it; 'ratchet run' resumes the run",
+                1,
+            )
 
     return wrapper
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else "no message"
+
+
+def _log_internal_error(error: BaseException) -> str:
+    """Write the traceback under `.ratchet/logs/` (or the temporary folder outside a
+    project); the path as the user can open it."""
+    text = "".join(traceback.format_exception(error))
+    name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    folders = []
+    with contextlib.suppress(workspace.GitError, OSError):  # outside a project: tmp only
+        folders.append(workspace.project_root(Path.cwd()) / workspace.STATE_DIR / "logs")
+    folders.append(Path(tempfile.gettempdir()))
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+                out.write(text)
+        except OSError:
+            continue
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return "no file (none could be written)"
 
 
 def _project() -> Path:

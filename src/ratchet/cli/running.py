@@ -69,8 +69,13 @@ def run(
     """Run the loop on this project, or continue the run of that name."""
     project = _project()
     outcome = _start(project, name, max_experiments, _duration(max_time, "--max-time"), parallel)
-    if outcome.incumbent is None:
+    if _failed(outcome):
         raise typer.Exit(1)
+
+
+def _failed(stopped: Any) -> bool:
+    """A run that measured no baseline, or gave up on failures in a row, failed: exit 1."""
+    return stopped.incumbent is None or stopped.reason.startswith("gave up")
 
 
 def _start(
@@ -80,8 +85,9 @@ def _start(
     max_time: float | None,
     parallel: int | None = None,
 ) -> Any:
-    from ratchet.engine import Engine, open_journal
+    from ratchet.engine import Engine, open_journal, state_dir
     from ratchet.limits import Limits
+    from ratchet.runs import run_lock
     from ratchet.view import LiveView, PlainView
 
     spec = _spec(project)
@@ -89,20 +95,22 @@ def _start(
         executor = spec.executor.model_copy(update={"parallel": parallel})
         spec = spec.model_copy(update={"executor": executor})
     limits = Limits.of(spec, max_experiments, max_time)
-    journal = open_journal(project)
-    view: LiveView | PlainView = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
-    try:
-        with view:
-            stopped = Engine(project, spec, journal, view, name, limits).run()
-    finally:
-        journal.close()
+    # the lock before the journal is opened: a refused run writes nothing
+    with run_lock(state_dir(project), name or spec.run.name):
+        journal = open_journal(project, verify=True)
+        view = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
+        try:
+            with view:
+                stopped = Engine(project, spec, journal, view, name, limits).run()
+        finally:
+            journal.close()
     _summary(stopped, spec.metric.name, project)
     return stopped
 
 
 def _summary(stopped: Any, metric: str, project: Path) -> None:
     baseline, best = stopped.baseline, stopped.incumbent
-    if best is None or baseline is None:
+    if best is None or baseline is None or baseline.value is None or best.value is None:
         return
     from ratchet.engine import open_journal
     from ratchet.view import plain, plural
@@ -162,15 +170,17 @@ def noise(
     as_json: JsonFlag = False,
 ) -> None:
     """Measure the incumbent again and again: how noisy is the metric?"""
-    from ratchet.engine import Engine, open_journal
+    from ratchet.engine import Engine, open_journal, state_dir
+    from ratchet.runs import run_lock
 
     project = _project()
     spec = _spec(project)
-    journal = open_journal(project)
-    try:
-        report = Engine(project, spec, journal, run_name=name).measure_noise(repeats)
-    finally:
-        journal.close()
+    with run_lock(state_dir(project), name or spec.run.name):
+        journal = open_journal(project, verify=True)
+        try:
+            report = Engine(project, spec, journal, run_name=name).measure_noise(repeats)
+        finally:
+            journal.close()
     if as_json:
         _print_json(report.__dict__)
         return
