@@ -144,10 +144,11 @@ class _Inspector:
         changed = self.repo.status(untracked_files="no")
         for path in sorted(changed):
             self.touch(path)
-            for side, oid in (("the staged ", _entry_id(index, path)),
-                              ("the replaced ", _entry_id(parent, path))):  # fmt: skip
-                if oid is not None:  # a deletion's patch holds the old file whole
-                    self.check_size(path, self.blob_size(oid), side)
+            replaced, staged = _entry_id(parent, path), _entry_id(index, path)
+            if replaced is not None:  # a deletion's patch holds the old file whole
+                self.check_size(path, self.blob_size(replaced), "the replaced ")
+            if staged is not None and staged != replaced:
+                self.check_size(path, self.blob_size(staged), "the staged ")
             try:
                 info = os.lstat(self.root / path)
             except FileNotFoundError:
@@ -177,7 +178,8 @@ class _Inspector:
                 regular = entry.is_file(follow_symlinks=False) or entry.is_symlink()
                 if path in tracked and regular:
                     continue  # git's status has said whether it changed
-                if not regular or not self.repo.path_is_ignored(path):
+                # git metadata counts even where ignored: git itself reads it there
+                if not regular or is_git_metadata(path) or not self.repo.path_is_ignored(path):
                     info = entry.stat(follow_symlinks=False)
                     if path not in tracked:
                         self.touch(path)
@@ -210,9 +212,10 @@ def inspect_worktree(
     return Inspection(inspector.paths)
 
 
-def special_files(root: Path) -> list[Path]:
-    """Every FIFO, socket or device under `root` (outside its top `.git`); git's own
-    status does not list them, so a clean that relies on it leaves them behind."""
+def links_and_special_files(root: Path) -> list[Path]:
+    """Every link, FIFO, socket or device under `root` (outside its top `.git`), never
+    following a link. git writes a tracked file's content through a link found at its
+    path, and its status does not list FIFOs: a reset must remove both first."""
     found: list[Path] = []
     pending = [root]
     while pending:
@@ -226,7 +229,7 @@ def special_files(root: Path) -> list[Path]:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 pending.append(Path(entry.path))
-            elif not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
+            elif not entry.is_file(follow_symlinks=False):
                 found.append(Path(entry.path))
     return found
 

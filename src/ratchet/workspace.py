@@ -17,7 +17,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import CheckoutStrategy, DiffOption, FileStatus, ResetMode
 
-from ratchet.scope import describe_size, inspect_worktree, special_files
+from ratchet.scope import describe_size, inspect_worktree, links_and_special_files
 from ratchet.spec import ScopeSpec
 
 STATE_DIR = ".ratchet"
@@ -147,14 +147,21 @@ def _check_link(slot: Slot) -> None:
         raise GitError(f"slot {slot.index} lost its .git file")
 
 
+def _remove_links(slot: Slot) -> None:
+    """Links and FIFOs go before git writes the tree: it would write a tracked file's
+    content through a link at its path (outside the worktree, if the link says so), and
+    it never lists a FIFO to be cleaned. Committed links are written again."""
+    for entry in links_and_special_files(slot.path):
+        entry.unlink(missing_ok=True)
+
+
 def reset_slot(slot: Slot, commit: str) -> None:
     """Make the slot's tree exactly `commit`: tracked files reset, everything else removed."""
     _check_link(slot)
     try:
+        _remove_links(slot)
         slot.repo.reset(pygit2.Oid(hex=commit), ResetMode.HARD)
         _remove_untracked(slot, only_ignored=False)
-        for special in special_files(slot.path):  # FIFOs and sockets git does not list
-            special.unlink(missing_ok=True)
     except (pygit2.GitError, OSError) as error:
         raise GitError(f"resetting slot {slot.index} failed: {error}") from None
 
@@ -275,6 +282,7 @@ def checkout_tree(slot: Slot, tree: str) -> None:
         index = slot.repo.index
         index.read_tree(target)
         index.write()
+        _remove_links(slot)
         slot.repo.checkout_index(strategy=CheckoutStrategy.FORCE)  # type: ignore[no-untyped-call]
         _remove_untracked(slot, only_ignored=False)
     except (pygit2.GitError, OSError, KeyError) as error:
