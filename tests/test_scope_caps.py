@@ -141,23 +141,26 @@ def test_an_allowed_link_inside_the_worktree_is_kept(tmp_path: Path, layer: str)
     assert git(root, "cat-file", "-p", "ratchet/default:ok_link") == "value.py"
 
 
-def test_a_real_nested_repository_and_a_staged_gitlink_are_refused(tmp_path: Path) -> None:
-    """Under `process` only: the proposer runs git itself, on the slot's own index."""
+def test_what_the_proposer_stages_or_commits_is_checked_too(tmp_path: Path) -> None:
+    """Under `process` only: the proposer runs git itself, on the slot's own index: what
+    it stages or commits is checked like what it leaves in the worktree."""
     cases = [
         "git init -q inner && echo x > inner/x && git -C inner add x",
         "git update-index --add --cacheinfo 160000,$(git rev-parse HEAD),gl",
         "git update-index --add --cacheinfo 120000,$(echo /etc/passwd | git hash-object -w "
         "--stdin),ghost",
+        "truncate -s 200M big.bin && git add big.bin && git commit -qm big",
     ]
     root = project(tmp_path, "process", cases)
     result = ratchet(root, "run", timeout=300)
     assert result.returncode == 0, result.stderr
     rows = experiments(root)
-    assert [r["decision"] for r in rows] == ["keep", "out-of-scope", "out-of-scope",
+    # a gitlink or link staged with nothing at its path is dropped with the staging:
+    # the candidate is what the worktree holds
+    assert [r["decision"] for r in rows] == ["keep", "out-of-scope", "no-change", "no-change",
                                              "out-of-scope", "keep"]  # fmt: skip
     assert "inner/.git, a nested git repository" in rows[1]["why"]
-    assert "gl, a gitlink" in rows[2]["why"]
-    assert "ghost, a symbolic link" in rows[3]["why"]
+    assert "the staged big.bin is 200.0 MiB, over [scope] max_file_bytes" in rows[4]["why"]
     assert set(branch_files(root)) == set(git(root, "ls-files").split())
 
 

@@ -200,6 +200,9 @@ def collect_change(slot: Slot, parent: str, scope: ScopeSpec) -> Change:
     _check_link(slot)
     try:
         tree = slot.repo[pygit2.Oid(hex=parent)].peel(pygit2.Tree)
+        # what the proposer committed or staged is part of its change, checked the same
+        slot.repo.set_head(pygit2.Oid(hex=parent))
+        slot.repo.index.read(force=True)
         inspection = inspect_worktree(slot.path, slot.repo, tree, scope)
         if inspection.why is not None:
             files = tuple(PathChange("?", p) for p in inspection.paths)
