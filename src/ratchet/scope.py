@@ -138,7 +138,7 @@ class _Inspector:
         except (KeyError, ValueError, pygit2.GitError):
             return 0
 
-    def tracked(self, parent: pygit2.Tree) -> set[str]:
+    def tracked(self, parent: pygit2.Tree) -> None:
         """Changes to tracked (or staged) paths, from git's status; their paths."""
         index = self.repo.index
         changed = self.repo.status(untracked_files="no")
@@ -154,11 +154,10 @@ class _Inspector:
             except FileNotFoundError:
                 continue  # deleted
             self.check_entry(path, info.st_mode, info.st_size)
-        return {entry.path for entry in index}
 
-    def untracked(self, tracked: set[str]) -> None:
+    def untracked(self) -> None:
         """Walk the worktree: new files, and anything that is not a regular file."""
-        tracked_dirs = {str(d) for p in tracked for d in Path(p).parents}
+        index = self.repo.index
         pending = [""]
         while pending:
             prefix = pending.pop()
@@ -172,16 +171,19 @@ class _Inspector:
                     if entry.name.lower().rstrip(". ") == ".git":
                         self.refuse(f"the proposal adds {path}, a nested git repository "
                                     f"(a gitlink); {ONLY_REGULAR}")  # fmt: skip
-                    if path in tracked_dirs or not self.repo.path_is_ignored(path + "/"):
+                    # an ignored folder's untracked files are removed before measuring;
+                    # its tracked ones are in git's status
+                    if not self.repo.path_is_ignored(path + "/"):
                         pending.append(path + "/")
                     continue
                 regular = entry.is_file(follow_symlinks=False) or entry.is_symlink()
-                if path in tracked and regular:
+                tracked = path in index
+                if tracked and regular:
                     continue  # git's status has said whether it changed
                 # git metadata counts even where ignored: git itself reads it there
                 if not regular or is_git_metadata(path) or not self.repo.path_is_ignored(path):
                     info = entry.stat(follow_symlinks=False)
-                    if path not in tracked:
+                    if not tracked:
                         self.touch(path)
                     self.check_entry(path, info.st_mode, info.st_size)
 
@@ -205,8 +207,8 @@ def inspect_worktree(
     """
     inspector = _Inspector(root, repo, scope)
     try:
-        tracked = inspector.tracked(parent)
-        inspector.untracked(tracked)
+        inspector.tracked(parent)
+        inspector.untracked()
     except _Refused as refusal:
         return Inspection(inspector.paths, str(refusal))
     return Inspection(inspector.paths)
