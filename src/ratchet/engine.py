@@ -29,7 +29,6 @@ from ratchet.events import (
     StageStarted,
 )
 from ratchet.executors import make_executor
-from ratchet.integrity import shadowing_paths
 from ratchet.journal import (
     NO_MEASUREMENT,
     ExperimentRecord,
@@ -48,6 +47,7 @@ from ratchet.runs import open_run, reconcile_branch, run_lock
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
 from ratchet.sandbox.select import choose_sandbox
 from ratchet.scheduler import Scheduler, SignalGate, Stopped
+from ratchet.scope import scope_why
 from ratchet.spec import Spec
 from ratchet.workspace import GitError, Slot
 
@@ -411,7 +411,7 @@ class Engine:
         try:
             with self.scheduler.waiting():  # other slots decide while this one proposes
                 proposal = proposer.propose(slot.path, brief_path)
-            change = workspace.collect_change(slot, parent)
+            change = workspace.collect_change(slot, parent, self.spec.scope)
         except ProposalError as error:
             return self._decide(experiment, "invalid-proposal", str(error), None, None, incumbent)
         except GitError as error:
@@ -437,6 +437,9 @@ class Engine:
             proposal.cost.usd,
             proposal.by,
         )
+        if change.refused is not None:  # never staged: there is no patch to compare
+            return self._decide(experiment, "out-of-scope", self.redact(change.refused), None,
+                                None, incumbent)  # fmt: skip
         self.measuring[experiment] = {"id": experiment, "slot": slot.index, "files": files,
                                       "rationale": self.redact(proposal.rationale)[:500]}  # fmt: skip
         patch_hash = workspace.normalized_patch_hash(change.patch)
@@ -456,19 +459,9 @@ class Engine:
             return self._decide(
                 experiment, "no-change", "the proposal changed no file", None, None, incumbent
             )
-        outside = workspace.out_of_scope(change, self.spec.scope.editable)
-        if outside:
-            why = (
-                f"the proposal changed {', '.join(outside)}, outside the editable scope "
-                f"({', '.join(self.spec.scope.editable)}); nothing of it was kept"
-            )
-            return self._decide(experiment, "out-of-scope", why, None, None, incumbent)
-        added = [f.path for f in change.files if f.status in {"A", "R", "C"}]
-        shadows = shadowing_paths(added, self.spec.scope.allow_shadowing)
-        if shadows:
-            why = (f"the proposal adds {', '.join(shadows)}; allow it in "
-                   "[scope] allow_shadowing if that is meant")  # fmt: skip
-            return self._decide(experiment, "out-of-scope", why, None, None, incumbent)
+        refusal = scope_why(change, self.spec.scope)
+        if refusal is not None:
+            return self._decide(experiment, "out-of-scope", refusal, None, None, incumbent)
         return self._judge(experiment, slot, proposal.rationale, incumbent, parent)
 
     def _judge(

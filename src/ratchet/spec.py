@@ -77,6 +77,12 @@ class ScopeSpec(_Section):
     directive: str | None = None
     protected: list[str] = []
     allow_shadowing: list[str] = []
+    # links a proposal may add or change; each must still point inside the worktree
+    allow_symlinks: list[str] = []
+    # caps on one proposal, checked on the filesystem before anything is staged
+    max_files: int = Field(default=50, ge=1)
+    max_file_bytes: Size = 2**20
+    max_patch_bytes: Size = 2**20
 
 
 class MetricSpec(_Section):

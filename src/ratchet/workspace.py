@@ -18,7 +18,8 @@ import pygit2
 from pygit2.enums import CheckoutStrategy, DiffOption, FileStatus, ResetMode
 
 from ratchet.plaintext import visible
-from ratchet.spec import matches
+from ratchet.scope import describe_size, inspect_worktree, links_and_special_files
+from ratchet.spec import ScopeSpec
 
 STATE_DIR = ".ratchet"
 SLOTS_DIR = f"{STATE_DIR}/slots"
@@ -170,10 +171,19 @@ def _check_link(slot: Slot) -> None:
         raise GitError(f"slot {slot.index} lost its .git file")
 
 
+def _remove_links(slot: Slot) -> None:
+    """Links and FIFOs go before git writes the tree: it would write a tracked file's
+    content through a link at its path (outside the worktree, if the link says so), and
+    it never lists a FIFO to be cleaned. Committed links are written again."""
+    for entry in links_and_special_files(slot.path):
+        entry.unlink(missing_ok=True)
+
+
 def reset_slot(slot: Slot, commit: str) -> None:
     """Make the slot's tree exactly `commit`: tracked files reset, everything else removed."""
     _check_link(slot)
     try:
+        _remove_links(slot)
         slot.repo.reset(pygit2.Oid(hex=commit), ResetMode.HARD)
         _remove_untracked(slot, only_ignored=False)
     except (pygit2.GitError, OSError) as error:
@@ -185,6 +195,7 @@ class PathChange:
     status: str  # A, M, D, R (renamed), C (copied), T (type changed)
     path: str
     old_path: str | None = None
+    mode: int = 0  # the new file's git mode (0 when deleted)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -195,37 +206,94 @@ class PathChange:
 class Change:
     patch: str
     files: tuple[PathChange, ...]
+    refused: str | None = None  # why it was refused before a byte of it was read
 
     @property
     def empty(self) -> bool:
         return not self.files
 
 
-def collect_change(slot: Slot, parent: str) -> Change:
+def collect_change(slot: Slot, parent: str, scope: ScopeSpec) -> Change:
     """Stage whatever the proposer did and return it as a patch against `parent`.
 
-    Ignored files the proposer left behind are removed, so the candidate is exactly
-    the parent's tree plus the patch.
+    The worktree is first inspected on the filesystem: a proposal over a `[scope]` cap,
+    or holding a link, a FIFO or git metadata, comes back `refused` with no patch and is
+    never staged. Ignored files the proposer left behind are removed, so the candidate
+    is exactly the parent's tree plus the patch.
     """
     _check_link(slot)
     try:
+        tree = slot.repo[pygit2.Oid(hex=parent)].peel(pygit2.Tree)
+        # what the proposer committed or staged is part of its change, checked the same
+        slot.repo.set_head(pygit2.Oid(hex=parent))
+        slot.repo.index.read(force=True)
+        inspection = inspect_worktree(slot.path, slot.repo, tree, scope)
+        if inspection.why is not None:
+            files = tuple(PathChange("?", p) for p in inspection.paths)
+            return Change(patch="", files=files, refused=inspection.why)
         index = slot.repo.index
         index.add_all()
         index.write()
         _remove_untracked(slot, only_ignored=True)
-        tree = slot.repo[pygit2.Oid(hex=parent)].peel(pygit2.Tree)
-        diff = index.diff_to_tree(tree, flags=DiffOption.SHOW_BINARY)
+        diff = index.diff_to_tree(tree, flags=_TEXT)
         diff.find_similar()
+        files = tuple(
+            PathChange(
+                delta.status_char(),
+                delta.new_file.path,
+                delta.old_file.path if delta.status_char() in {"R", "C"} else None,
+                delta.new_file.mode,
+            )
+            for delta in diff.deltas
+        )
+        patch = _content_patch(slot.repo, index, tree, diff, scope.max_patch_bytes)
     except (pygit2.GitError, OSError, KeyError) as error:
         raise GitError(f"reading the proposal in slot {slot.index} failed: {error}") from None
-    files = []
-    for delta in diff.deltas:
-        status = delta.status_char()
-        renamed = status in {"R", "C"}
-        files.append(
-            PathChange(status, delta.new_file.path, delta.old_file.path if renamed else None)
-        )
-    return Change(patch=diff.patch or "", files=tuple(files))
+    if patch is None:
+        why = (f"the proposal's patch is over [scope] max_patch_bytes "
+               f"({describe_size(scope.max_patch_bytes)}); raise it if that is meant; "
+               "nothing of it was kept")  # fmt: skip
+        return Change(patch="", files=files, refused=why)
+    return Change(patch=patch, files=files)
+
+
+# ratchet's patches ignore `.gitattributes` (`-diff`, `diff=driver`, `binary`): text or
+# binary is decided by each file's content, as git would with no attributes at all
+_TEXT = DiffOption.SHOW_BINARY | DiffOption.FORCE_TEXT
+_BINARY = DiffOption.SHOW_BINARY | DiffOption.FORCE_BINARY
+
+
+def _is_binary(repo: pygit2.Repository, oid: pygit2.Oid) -> bool:
+    if oid.raw == bytes(len(oid.raw)):  # the absent side of an addition or deletion
+        return False
+    blob = repo[oid]
+    return isinstance(blob, pygit2.Blob) and blob.is_binary
+
+
+def _content_patch(
+    repo: pygit2.Repository, index: pygit2.Index, tree: pygit2.Tree, text: pygit2.Diff, cap: int
+) -> str | None:
+    """The diff's patch, each file shown as text or binary by its content; None past
+    `cap` bytes, stopping there: no file is read beyond the caps already checked."""
+    binary: dict[tuple[str, str], pygit2.Patch | None] | None = None
+    parts: list[bytes] = []
+    size = 0
+    for number, delta in enumerate(text.deltas):
+        key = (delta.old_file.path, delta.new_file.path)
+        patch = text[number]
+        if _is_binary(repo, delta.old_file.id) or _is_binary(repo, delta.new_file.id):
+            if binary is None:  # the same change, every file forced binary
+                forced = index.diff_to_tree(tree, flags=_BINARY)
+                forced.find_similar()
+                binary = {(d.old_file.path, d.new_file.path): forced[i]
+                          for i, d in enumerate(forced.deltas)}  # fmt: skip
+            patch = binary.get(key, patch)
+        data = patch.data if patch is not None else b""
+        size += len(data)
+        if size > cap:
+            return None
+        parts.append(data)
+    return b"".join(parts).decode(errors="replace")
 
 
 def staged_tree(slot: Slot) -> str:
@@ -241,6 +309,7 @@ def checkout_tree(slot: Slot, tree: str) -> None:
         index = slot.repo.index
         index.read_tree(target)
         index.write()
+        _remove_links(slot)
         slot.repo.checkout_index(strategy=CheckoutStrategy.FORCE)  # type: ignore[no-untyped-call]
         _remove_untracked(slot, only_ignored=False)
     except (pygit2.GitError, OSError, KeyError) as error:
@@ -265,11 +334,6 @@ def normalized_patch_hash(patch: str) -> str:
         if line.startswith(("+", "-", "diff --git")) and line.rstrip() not in {"+", "-"}
     ]
     return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:32]
-
-
-def out_of_scope(change: Change, editable: list[str]) -> list[str]:
-    """Paths the change touches that the scope does not allow (both sides of a rename)."""
-    return sorted({p for f in change.files for p in f.paths if not matches(p, editable)})
 
 
 def _signature(repo: pygit2.Repository) -> pygit2.Signature:
