@@ -379,3 +379,79 @@ def test_write_file_replaces_a_file_and_never_writes_through_a_link(tmp_path: Pa
     assert host["secret"].read_text() == SECRET + "\n"
     assert sorted(p.name for p in host["folder"].iterdir()) == ["inner.txt"]
     assert sorted(p.name for p in root.iterdir()) == ["link", "run.sh", "sub", "via"]
+
+
+# files a candidate hands back ----------------------------------------------------------
+
+METRIC_SPEC = """
+[sandbox]
+kind = "{layer}"
+[scope]
+editable = ["value.py"]
+[metric]
+command = "sh metric.sh"
+name = "score"
+file = "out.json"
+[run]
+max_experiments = 1
+[proposer]
+kind = "command"
+command = "printf 'X = 2\\\\n' >value.py"
+"""
+# the incumbent writes its score; the candidate puts a link (or a FIFO) in its place
+METRIC_SH = """rm -f out.json
+if grep -q 'X = 2' value.py; then {swap}; else echo '{{"score": 9}}' >out.json; fi
+"""
+METRIC_SWAPS = {"link": "ln -s {secret} out.json", "fifo": "mkfifo out.json"}
+
+
+@pytest.mark.parametrize("layer", ["process", "bwrap"])
+@pytest.mark.parametrize("swap", sorted(METRIC_SWAPS))
+def test_a_metrics_file_swapped_for_a_link_or_fifo_is_not_read(
+    tmp_path: Path, layer: str, swap: str
+) -> None:
+    layer_or_skip(layer)
+    host = outside(tmp_path)
+    host["secret"].write_text('{"score": 0.0, "TOPSECRET": 1}\n')  # a perfect score, if read
+    swapped = METRIC_SWAPS[swap].format(secret=host["secret"])
+    files = {"value.py": "X = 5\n", "metric.sh": METRIC_SH.format(swap=swapped)}
+    project = make_project(tmp_path / "p", files, METRIC_SPEC.format(layer=layer))
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    row = experiments(project)[-1]
+    assert row["decision"] != "keep"
+    kind = "a symbolic link" if swap == "link" else "not a regular file"
+    assert f"the metrics file is refused: out.json is {kind}" in row["why"]
+    assert leaked_anywhere(project, "TOPSECRET", result.stdout, result.stderr) == []
+
+
+KNOBS_SPEC = """
+[sandbox]
+kind = "process"
+[scope]
+editable = ["value.py", "linked.py"]
+[metric]
+command = "{python} score.py"
+name = "score"
+[run]
+max_experiments = 2
+[proposer]
+kind = "knobs"
+"""
+
+
+def test_the_knobs_proposer_tunes_no_file_through_a_link(tmp_path: Path) -> None:
+    host = outside(tmp_path)
+    elsewhere = host["host"] / "knobs.py"
+    elsewhere.write_text("Y = 3  # ratchet: knob int 0..10\n")
+    files = {"value.py": "X = 5  # ratchet: knob int 0..10\n", "score.py": SCORE}
+    project = make_project(tmp_path / "p", files, KNOBS_SPEC.format(python=sys.executable))
+    (project / "linked.py").symlink_to(elsewhere)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "a knob file that is a link")
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)[1:]
+    assert len(rows) == 2 and all(r["decision"] is not None for r in rows)
+    assert all("Y " not in r["rationale"] for r in rows)  # only X is a knob
+    assert elsewhere.read_text() == "Y = 3  # ratchet: knob int 0..10\n"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ratchet.safeio import Refused, read_capped
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import MetricSpec
 
@@ -23,6 +24,7 @@ Status = Literal["ok", "crash", "timeout", "no-metric", "not-finite"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
 _PAIR = re.compile(rf"^\s*([A-Za-z_][\w./-]*)\s*[:=]\s*({_NUMBER})\s*$", re.IGNORECASE)
+MAX_METRICS_FILE = 16 << 20  # bytes of `[metric] file` read
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,12 @@ def read_metric(
             except ValueError:
                 return None, metrics, f"the pattern matched {found[-1]!r}, which is not a number"
     if spec.file is not None:
-        path = worktree / spec.file
-        try:
-            data = json.loads(path.read_text())
+        try:  # the candidate wrote it: a link or a FIFO in its place is not followed
+            data = json.loads(read_capped(worktree, spec.file, MAX_METRICS_FILE))
         except FileNotFoundError:
             return None, metrics, f"the metrics file '{spec.file}' was not written"
+        except Refused as why:
+            return None, metrics, f"the metrics file is refused: {why}"
         except (OSError, ValueError) as exc:
             return None, metrics, f"the metrics file '{spec.file}' is not JSON ({exc})"
         if not isinstance(data, dict):
