@@ -23,6 +23,7 @@ from ratchet.restore import (
     GitPristine,
     Pristine,
     Snapshot,
+    name_paths,
     prune,
     settle,
     take_snapshot,
@@ -209,6 +210,7 @@ def _run_steps(
         steps.append(("evaluator", spec.evaluate, spec.evaluate_budget or spec.budget))
     outputs: list[str] = []
     duration = 0.0
+    hint = ""  # what the evaluator did not get, for a why when it then fails
     for role, command, budget in steps:
         step_env = env
         if role == "evaluator":
@@ -221,6 +223,9 @@ def _run_steps(
             tampered += settled.tampered
             if notes := settled.notes("before the evaluator"):
                 outputs.append(notes)
+            if settled.removed:
+                hint = (f"; the command's files {name_paths(settled.removed)} were removed before "
+                        "the evaluator ran: declare the ones it needs in [metric] outputs")  # fmt: skip
             if settled.lost:
                 why = (f"the command changed {', '.join(sorted(settled.lost)[:5])} and there is "
                        "no clean copy to restore, so the evaluator was not run")  # fmt: skip
@@ -240,9 +245,11 @@ def _run_steps(
             status = "crash"
             why = f"the {role} exited with code {result.returncode}: {_last_line(text)}"
         if status != "ok":
+            why += hint if role == "evaluator" else ""
             return Measurement(status, None, {}, duration, output, why, seed, started_at)
     value, metrics, missing = read_metric(text, spec, worktree)
     if value is None:
+        missing += hint
         return Measurement("no-metric", None, metrics, duration, output, missing, seed, started_at)
     if not math.isfinite(value):
         why = f"{spec.name} is {value}, not a finite number"

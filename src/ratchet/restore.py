@@ -282,11 +282,11 @@ class Settled:
             ("changed and could not be restored", self.lost),
         ):
             if paths:
-                lines.append(f"[ratchet] {when}: {what}: {_named(paths)}")
+                lines.append(f"[ratchet] {when}: {what}: {name_paths(paths)}")
         return "\n".join(lines)
 
 
-def _named(paths: list[str]) -> str:
+def name_paths(paths: list[str]) -> str:
     shown = [p if p.isprintable() else ascii(p) for p in sorted(paths)[:MAX_NAMED]]
     more = len(paths) - len(shown)
     return ", ".join(shown) + (f" and {more} more" if more else "")

@@ -15,6 +15,7 @@ protected = []                 # e.g. ["prepare.py", "data/**"]: never written
 [metric]
 command = "python3 train.py"   # run in the candidate's worktree
 # evaluate = "python3 prepare.py --evaluate"  # when set, only its output is parsed
+# outputs = ["model.npz"]    # files the command hands to the evaluator; it sees nothing else the command wrote
 name = "val_loss"              # printed as `val_loss: 1.234`, `val_loss=1.234` or JSON
 goal = "minimize"              # or "maximize"
 budget = "5m"                  # hard wall-clock limit of one measurement
