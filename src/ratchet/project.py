@@ -138,7 +138,7 @@ class Task(Generic[T]):
     `stop`, and whose result or error `wait` returns or raises in the waiting thread."""
 
     def __init__(self) -> None:
-        self._guard = threading.Lock()
+        self._guard = threading.RLock()  # `stop` may come from a signal handler inside one
         self._engine: Engine | None = None
         self._stop_reason: str | None = None
         self._thread: threading.Thread | None = None

@@ -28,7 +28,8 @@ class Scheduler:
         self.lock = threading.Lock()  # not re-entrant: `waiting` must let go of it entirely
         self.stopping: str | None = None
         self.failure: BaseException | None = None
-        self._guard = threading.Lock()  # `stop` may come from any thread, at any time
+        # `stop` may come from any thread at any time, a signal handler in the middle of one
+        self._guard = threading.RLock()
         self._deadline: float | None = None
         self._interrupt: Callable[[], None] | None = None
 
