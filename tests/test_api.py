@@ -4,6 +4,7 @@ proposer, records streamed as they are decided, and a run stopped from another t
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -34,6 +35,18 @@ def _wait_for(path: Path) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path.name} never appeared"
         time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone meanwhile, or no /proc (macOS): os.kill answered
+        return not Path(f"/proc/{pid}").parent.exists()
 
 
 def test_a_python_proposer_improves_the_metric_and_records_stream_as_decided(
@@ -183,7 +196,7 @@ def test_a_run_in_a_worker_thread_stops_cleanly_from_the_main_thread(
     assert lock_holder(root / ".ratchet") is None  # the lock was let go
     # the measurement was killed, not left running: its process is gone
     pid = int(next(marks.glob("measuring-4-*")).name.rsplit("-", 1)[1])
-    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not _running(pid)
     # and the run resumes from the command line
     again = ratchet_cli(root, "status", "--json", "--name", "worker")
     assert json.loads(again.stdout)["decisions"] == {"interrupted": 1}

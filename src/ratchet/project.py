@@ -82,6 +82,12 @@ class Project:
         `(workdir: Path, brief: dict) -> Proposal`, or an object with that `propose`
         method (and optionally `observe(outcome)`). `observer` receives every event of
         the run (`ratchet.events`), from the run's threads."""
+        if max_experiments is not None and max_experiments < 1:
+            raise UsageError("max_experiments must be at least 1")
+        if max_time is not None and max_time <= 0:
+            raise UsageError("max_time must be a positive number of seconds")
+        if parallel is not None and not 1 <= parallel <= 256:
+            raise UsageError("parallel must be between 1 and 256")
         return Run(self, name or self.spec.run.name, max_experiments, max_time, parallel,
                    proposer, observer)  # fmt: skip
 
