@@ -308,7 +308,7 @@ class ExperimentStages:
         return record
 
     def _count(self, record: ExperimentRecord) -> None:
-        counted = record.proposer != "baseline" and record.decision != "interrupted"
+        counted = not record.is_baseline and record.decision != Decision.INTERRUPTED
         keep = counted and record.decision == "keep"
         self.counts = replace(
             self.counts,

@@ -128,7 +128,7 @@ class LiveView:
         elif isinstance(event, ExperimentDecided):
             record = event.record
             self.recent.appendleft(record)
-            if record.proposer == "baseline":
+            if record.is_baseline:
                 self.baseline = record
             else:
                 self.counts["experiments"] += 1
