@@ -26,7 +26,6 @@ EARLIER_LIMIT = 5000  # older ones, compact: autoresearch's two nights were ~700
 EARLIER_RATIONALE = 120  # characters of an older experiment's rationale
 FAILURE_LIMIT = 5
 FAILURE_TAIL = 2000  # characters of output per recent failure
-NOT_FAILURES = {"keep", "discard", "no-change", "duplicate", "interrupted"}
 
 
 class History:
@@ -58,7 +57,7 @@ class History:
 
     def add(self, record: ExperimentRecord, output: str) -> None:
         self._append(record)
-        if record.decision not in NOT_FAILURES:
+        if record.decision is not None and record.decision.is_failure:
             self.failures.append(_failure(record, output))
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import pygit2
 
 from ratchet import workspace
+from ratchet.decisions import Decision
 from ratchet.environment import Redactor, child_environment
 from ratchet.errors import UsageError
 from ratchet.journal import ExperimentRecord, Journal, RunRecord
@@ -96,7 +97,7 @@ def keeps(journal: Journal, run: str) -> list[ExperimentRecord]:
     return [
         r
         for r in journal.iter_experiments(run)
-        if r.decision == "keep" and r.proposer != "baseline" and r.id != first
+        if r.decision == Decision.KEEP and not r.is_baseline and r.id != first
     ]
 
 
@@ -104,13 +105,13 @@ def _keep(journal: Journal, experiment: int) -> ExperimentRecord:
     record = journal.experiment(experiment)
     if record is None:
         raise UsageError(f"no experiment #{experiment}; 'ratchet log' lists them")
-    if record.decision != "keep":
+    if record.decision != Decision.KEEP:
         raise UsageError(
             f"experiment #{experiment} is a {record.decision or record.stage}, not a keep; "
             "only keeps can be approved or rejected"
         )
     baseline = journal.baseline(record.run)
-    if record.proposer == "baseline" or (baseline is not None and baseline.id == record.id):
+    if record.is_baseline or (baseline is not None and baseline.id == record.id):
         raise UsageError(
             f"experiment #{experiment} is the baseline of run '{record.run}', the base every "
             "keep builds on; approve or reject the keeps after it"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ratchet.decisions import BASELINE_PROPOSER, NO_MEASUREMENT, Decision, decision_of
 from ratchet.errors import JournalDamaged, is_journal_damage
 from ratchet.plaintext import one_line
 from ratchet.private import DIR_MODE, create_private, open_appending, tighten_file, write_private
@@ -90,17 +91,6 @@ TSV_OWN_COLUMNS = [
     "files",
     "started_at",
 ]
-# autoresearch's status column knows only these three words
-# the decisions of experiments that produced no usable measurement (a proposer that only
-# repeats itself is as stuck as one whose changes crash)
-NO_MEASUREMENT = frozenset(
-    {"crash", "timeout", "no-metric", "not-finite", "invalid-proposal", "out-of-scope",
-     "tampered", "duplicate"}
-)  # fmt: skip
-_AUTORESEARCH_STATUS = {
-    "keep": "keep", "discard": "discard", "no-change": "discard", "duplicate": "discard",
-    "stale": "discard",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -130,7 +120,7 @@ class ExperimentRecord:
     cost_tokens: int
     cost_usd: float
     stage: str
-    decision: str | None
+    decision: Decision | None
     why: str | None
     value: float | None
     metrics: dict[str, float]
@@ -146,7 +136,13 @@ class ExperimentRecord:
         data["commit"] = data.pop("commit_sha")
         for key in ("files", "meta", "metrics"):
             data[key] = json.loads(data[key])
+        data["decision"] = decision_of(data["decision"])
         return cls(**data)
+
+    @property
+    def is_baseline(self) -> bool:
+        """The run's baseline: stored as a `keep`, never counted as one."""
+        return self.proposer == BASELINE_PROPOSER
 
     def to_json(self, with_patch: bool = True) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if with_patch or k != "patch"}
@@ -506,6 +502,15 @@ class Journal:
         ).fetchall()
         return {row[0]: row[1] for row in rows}
 
+    def baseline_decision_counts(self, run: str) -> dict[str, int]:
+        """The decisions of the run's baseline attempts: no experiments of the search."""
+        rows = self.db.execute(
+            "SELECT decision, COUNT(*) FROM experiments WHERE run = ? AND proposer = ?"
+            " AND decision IS NOT NULL GROUP BY decision",
+            (run, BASELINE_PROPOSER),
+        ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
     # audit --------------------------------------------------------------------------
     def audit(self, run: str | None, event: str, **detail: Any) -> None:
         self.db.execute(
@@ -542,7 +547,7 @@ def tsv_row(record: ExperimentRecord) -> str:
         record.commit[:7] if record.commit and decision == "keep" else "",
         record.value,
         memory_gb(record.metrics),
-        _AUTORESEARCH_STATUS.get(decision, "crash"),
+        record.decision.tsv_status if record.decision is not None else "crash",
         record.rationale,
         record.holdout,
         record.id,

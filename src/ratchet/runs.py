@@ -26,19 +26,24 @@ from ratchet.spec import Spec
 
 LOCK_FILE = "run.lock"
 _HOLDER_WAIT = 1.0  # seconds to wait for a holder that has just locked to write its name
-_held: dict[Path, int] = {}  # lock files this process holds, and how often it entered
+# lock files this process holds: the thread that holds each, and how often it entered
+_held: dict[Path, tuple[int, int]] = {}
 _held_guard = threading.Lock()
 
 
 @contextmanager
 def run_lock(state: Path, name: str) -> Iterator[None]:
     """Hold the project's one run lock for the run `name`, or raise `RunLocked` naming
-    the run that holds it and its process. Nested holds in one process are allowed."""
+    the run that holds it and its process. Nested holds in one thread are allowed; another
+    thread of this process (a second run through the Python API) is refused too."""
     state.mkdir(parents=True, exist_ok=True)
     path = (state / LOCK_FILE).resolve()
     with _held_guard:
         if path in _held:
-            _held[path] += 1
+            holder, entered = _held[path]
+            if holder != threading.get_ident():
+                raise RunLocked(_holder_message(path))
+            _held[path] = (holder, entered + 1)
             fd = None
         else:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -50,13 +55,14 @@ def run_lock(state: Path, name: str) -> Iterator[None]:
             # the lock is ours: now say whose it is, for whoever is refused
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"run": name, "pid": os.getpid()}).encode())
-            _held[path] = 1
+            _held[path] = (threading.get_ident(), 1)
     try:
         yield
     finally:
         with _held_guard:
-            _held[path] -= 1
-            if _held[path] == 0:
+            holder, entered = _held[path]
+            _held[path] = (holder, entered - 1)
+            if entered == 1:
                 del _held[path]
                 if fd is not None:
                     os.close(fd)  # closing the last descriptor lets go of the flock

@@ -3,24 +3,24 @@
 Each slot runs its experiments in a thread of its own, but only while it holds the
 run's one lock: deciding, writing the journal and moving the branch are therefore
 never concurrent. A slot lets go of the lock only while it waits (for its proposer or
-a measurement), so N slots propose and measure at once and decide in turn. Signals
-reach the main thread, which stops the slots by killing what they wait for.
+a measurement), so N slots propose and measure at once and decide in turn. `stop`, from
+any thread (the command line's signal handler, a notebook, a worker), stops the slots
+by killing what they wait for; the scheduler itself installs no signal handler.
 """
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
 
 STOP_GRACE = 15.0  # seconds the slots get to record what they were doing, after a stop
 
 
 class Stopped(Exception):
-    """Ctrl-C or SIGTERM: finish the bookkeeping of the experiment in flight and stop."""
+    """A stop (Ctrl-C, SIGTERM, `Run.stop()`): finish the bookkeeping of the experiment in
+    flight and stop."""
 
 
 class Scheduler:
@@ -28,6 +28,10 @@ class Scheduler:
         self.lock = threading.Lock()  # not re-entrant: `waiting` must let go of it entirely
         self.stopping: str | None = None
         self.failure: BaseException | None = None
+        # `stop` may come from any thread at any time, a signal handler in the middle of one
+        self._guard = threading.RLock()
+        self._deadline: float | None = None
+        self._interrupt: Callable[[], None] | None = None
 
     @contextmanager
     def waiting(self) -> Iterator[None]:
@@ -40,47 +44,51 @@ class Scheduler:
             if self.stopping is not None:  # whatever the wait ended with: it was the stop
                 raise Stopped(self.stopping)
 
+    def stop(self, reason: str) -> None:
+        """Stop every slot: kill what they wait for, and give them `STOP_GRACE` seconds to
+        record it. Safe from any thread and from a signal handler; a stop before `run`
+        makes `run` raise `Stopped` at once."""
+        with self._guard:
+            if self.stopping is None:
+                self.stopping = reason
+            if self._deadline is None:
+                self._deadline = time.monotonic() + STOP_GRACE
+            interrupt = self._interrupt
+        if interrupt is not None:
+            interrupt()
+
     def run(
         self,
         slots: int,
         next_experiment: Callable[[int], bool],
         interrupt: Callable[[], None],
     ) -> None:
-        """Call `next_experiment(slot)` in each slot's thread until it returns False.
-
-        SIGINT or SIGTERM stops every slot: `interrupt` kills what they wait for, and they
-        get `STOP_GRACE` seconds to record it; then `Stopped` is raised for the caller to
-        finish the run. Call it from the main thread, which alone receives signals.
-        """
-        deadline: list[float] = []
-
-        def stop(reason: str) -> None:
-            if self.stopping is None:
-                self.stopping = reason
-                deadline.append(time.monotonic() + STOP_GRACE)
-            interrupt()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            stop(signal.Signals(signum).name)
-
+        """Call `next_experiment(slot)` in each slot's thread until it returns False, or
+        until a `stop`, which `interrupt` serves (it kills what the slots wait for); then
+        `Stopped` is raised for the caller to finish the run. Any thread may call it."""
         threads = [
             threading.Thread(target=self._slot, args=(i, next_experiment), daemon=True,
                              name=f"ratchet-slot-{i}")
             for i in range(slots)
         ]  # fmt: skip
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        with self._guard:
+            self._interrupt = interrupt
+            stopped = self.stopping is not None
+        if stopped:
+            interrupt()
         try:
             for thread in threads:
                 thread.start()
             while any(t.is_alive() for t in threads):
-                if deadline and time.monotonic() >= deadline[0]:
+                deadline = self._deadline
+                if deadline is not None and time.monotonic() >= deadline:
                     break  # a slot stuck past the grace: the next start marks it interrupted
-                time.sleep(0.02)  # a join would hold off the signal handlers
+                time.sleep(0.02)
                 if self.failure is not None:
-                    stop("an internal error")
+                    self.stop("an internal error")
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            with self._guard:
+                self._interrupt = None
         if self.failure is not None:
             raise self.failure
         if self.stopping is not None:
@@ -96,25 +104,3 @@ class Scheduler:
             except BaseException as error:  # a bug of ratchet's: stop every slot, then raise
                 self.failure = error
                 self.stopping = f"an internal error in slot {index}"
-
-
-class SignalGate:
-    """Turns SIGINT and SIGTERM into `Stopped`, raised in the main thread.
-
-    Slots record keeps in threads of their own, which signals never interrupt, so a keep's
-    two writes (the journal, then the branch) are never cut apart by a stop.
-    """
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        raise Stopped(signal.Signals(signum).name)
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        previous = {
-            sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)

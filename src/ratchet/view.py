@@ -17,22 +17,17 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from ratchet.decisions import style_of
 from ratchet.events import Event, ExperimentDecided, RunStarted, RunStopped, StageStarted
 from ratchet.journal import ExperimentRecord
 from ratchet.plaintext import one_line, visible
 
 RECENT = 8
-DECISION_STYLE = {
-    "keep": "bold green",
-    "discard": "yellow",
-    "stale": "yellow",
-    "no-change": "dim",
-    "interrupted": "magenta",
-}
 
 
 def decision_style(decision: str | None) -> str:
-    return DECISION_STYLE.get(decision or "", "red")
+    """The style of its category (one for all views); an undecided experiment's own."""
+    return style_of(decision)
 
 
 def format_value(value: float | None) -> str:
@@ -133,7 +128,7 @@ class LiveView:
         elif isinstance(event, ExperimentDecided):
             record = event.record
             self.recent.appendleft(record)
-            if record.proposer == "baseline":
+            if record.is_baseline:
                 self.baseline = record
             else:
                 self.counts["experiments"] += 1

@@ -30,6 +30,7 @@ from ratchet.journal import ExperimentRecord
 @guarded
 def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     """Summarize a run: baseline, incumbent, counts by decision."""
+    from ratchet.decisions import user_counts
     from ratchet.view import plain, plural
 
     journal = _journal(_project())
@@ -39,7 +40,10 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     counts = journal.counts(run_name)
     baseline, incumbent = journal.baseline(run_name), journal.incumbent(run_name)
     last = journal.experiments(run_name, limit=1)
-    decisions = journal.decision_counts(run_name)
+    # the baseline is the reference, not an experiment: no count includes it
+    decisions, categories = user_counts(
+        journal.decision_counts(run_name), journal.baseline_decision_counts(run_name)
+    )
     data: dict[str, Any] = {
         "run": run_name,
         "branch": run.branch,
@@ -62,6 +66,7 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
         "elapsed_seconds": round(counts.elapsed, 3),
         "cost_usd": counts.cost_usd,
         "decisions": decisions,
+        "categories": categories,
         "last": last[0].to_json(with_patch=False) if last else None,
     }
     journal.close()
@@ -86,6 +91,7 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
             f"{counts.since_keep} since the last keep)",
         ),
         ("decisions", ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))),
+        ("categories", ", ".join(f"{k} {v}" for k, v in categories.items())),
         ("elapsed", f"{counts.elapsed:.0f}s"),
     ]
     table = Table.grid(padding=(0, 2))

@@ -19,7 +19,6 @@ from ratchet.cli.common import (
     _fmt,
     _print_json,
     _project,
-    _spec,
     app,
     console,
     guarded,
@@ -85,25 +84,17 @@ def _start(
     max_time: float | None,
     parallel: int | None = None,
 ) -> Any:
-    from ratchet.engine import Engine, open_journal, state_dir
-    from ratchet.limits import Limits
-    from ratchet.runs import run_lock
+    from ratchet.cli.signals import stopping_on_signals
+    from ratchet.project import Project
     from ratchet.view import LiveView, PlainView
 
-    spec = _spec(project)
-    if parallel is not None:
-        executor = spec.executor.model_copy(update={"parallel": parallel})
-        spec = spec.model_copy(update={"executor": executor})
-    limits = Limits.of(spec, max_experiments, max_time)
-    # the lock before the journal is opened: a refused run writes nothing
-    with run_lock(state_dir(project), name or spec.run.name):
-        journal = open_journal(project, verify=True)
-        view = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
-        try:
-            with view:
-                stopped = Engine(project, spec, journal, view, name, limits).run()
-        finally:
-            journal.close()
+    api = Project(project)
+    spec = api.spec
+    view = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
+    run = api.run(name, max_experiments=max_experiments, max_time=max_time,
+                  parallel=parallel, observer=view)  # fmt: skip
+    with view, stopping_on_signals(run.stop):
+        stopped = run.start().wait()
     _summary(stopped, spec.metric.name, project)
     return stopped
 
@@ -170,17 +161,14 @@ def noise(
     as_json: JsonFlag = False,
 ) -> None:
     """Measure the incumbent again and again: how noisy is the metric?"""
-    from ratchet.engine import Engine, open_journal, state_dir
-    from ratchet.runs import run_lock
+    from ratchet.cli.signals import stopping_on_signals
+    from ratchet.project import Project
 
-    project = _project()
-    spec = _spec(project)
-    with run_lock(state_dir(project), name or spec.run.name):
-        journal = open_journal(project, verify=True)
-        try:
-            report = Engine(project, spec, journal, run_name=name).measure_noise(repeats)
-        finally:
-            journal.close()
+    api = Project(_project())
+    spec = api.spec
+    measuring = api.measure_noise(repeats, name)
+    with stopping_on_signals(measuring.stop):
+        report = measuring.wait()
     if as_json:
         _print_json(report.__dict__)
         return
