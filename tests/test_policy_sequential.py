@@ -41,11 +41,12 @@ def test_false_keeps_stay_under_alpha_across_all_looks() -> None:
     for _ in range(trials):
         noise = known_noise(rng)
         keeps += trial(noise, rng, 0.0, [0.0, 0.0], policy).verdict == "keep"
-    # the bound is alpha = 0.05 per trial (200 of 4000); the screen and futility stops
-    # make the real rate far lower. A test at one look per measurement without spending
-    # (the old policy) keeps about 2% of pure noise at alpha 0.01, i.e. 80 here.
+    # the bound is alpha = 0.05 per trial (200 of 4000), whatever look crosses. The
+    # boundary is computed to spend that alpha, not to waste it (Bonferroni over the
+    # looks kept about a fifth of it, and paid for it in power); a test at one look per
+    # measurement without spending (the policy before issue 11) keeps several times alpha.
     assert keeps <= trials * policy.alpha
-    assert keeps < 40
+    assert keeps > trials * policy.alpha / 3
 
 
 def test_a_favourable_trend_does_not_make_false_keeps() -> None:

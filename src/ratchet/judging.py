@@ -93,8 +93,9 @@ class Judge:
             if status == "confirm":
                 confirmed.add(experiment)
             is_baseline = baseline is not None and experiment == baseline.id
+            at = self.noise.tick()  # every measurement takes its time, used or not
             if status in ("ok", "confirm") and (is_baseline or experiment in confirmed):
-                self.noise.add(key, value, seed if paired else None)
+                self.noise.add(key, value, seed if paired else None, at)
 
     def seed(self, key: str, k: int | None = None) -> int:
         """Paired: the k-th measurement of every commit gets seed k. Otherwise a hash of
@@ -254,7 +255,8 @@ class Judge:
                 decision = "overfit" if overfit.startswith("overfit") else "discard"
                 return Verdict(decision, overfit, value, measurement)
         # the new incumbent's noise group starts with the confirmation: unselected values
-        for m, v in zip(last[-len(judgement.confirmed) :], judgement.confirmed, strict=True):
+        confirmed = last[len(last) - len(judgement.confirmed) :]  # none for greedy
+        for m, v in zip(confirmed, judgement.confirmed, strict=True):
             assert m.value == v
             self.noise.add(str(experiment), v, m.seed if paired else None)
         return Verdict("keep", judgement.why, value, measurement)
