@@ -255,8 +255,9 @@ class Judge:
                 decision = "overfit" if overfit.startswith("overfit") else "discard"
                 return Verdict(decision, overfit, value, measurement)
         # the new incumbent's noise group starts with the confirmation: unselected values
-        confirmed = last[len(last) - len(judgement.confirmed) :]  # none for greedy
-        for m, v in zip(confirmed, judgement.confirmed, strict=True):
+        # greedy has no confirmation: its one measurement is the new incumbent's value
+        values = judgement.confirmed or judgement.candidate
+        for m, v in zip(last[len(last) - len(values) :], values, strict=True):
             assert m.value == v
             self.noise.add(str(experiment), v, m.seed if paired else None)
         return Verdict("keep", judgement.why, value, measurement)
