@@ -221,7 +221,7 @@ def run_labloop(top: Path, name: str, c: Condition, labloop: str, trials: int) -
     rows = [r for line in ledger.read_text().splitlines() if "outcome" in (r := json.loads(line))]
     kept = sum(r["outcome"] == "kept" for r in rows if r.get("note") != "baseline")
     # labloop commits each keep: the kept diffs say which keeps were real
-    log = sh(["git", "log", "-p", "--format=@@commit", "HEAD"], repo)
+    log = sh(["git", "log", "-p", "--format=format:@@commit", "HEAD"], repo)
     commits = log.split("@@commit")[1:-1]  # newest first; the last is the initial commit
     real_keeps = sum("+EFFECT" in commit for commit in commits)
     false_keeps = kept - real_keeps
