@@ -72,8 +72,9 @@ if rng.random() < share:
     text = re.sub(r"EFFECT = \S+", f"EFFECT = {old + effect:g}", text)
     kind = "real"
 else:
-    text = re.sub(r"TAG = \S+", f"TAG = {rng.randrange(10**9)}", text)
     kind = "null"
+# every proposal is a tree of its own: ratchet does not measure a tree it measured before
+text = re.sub(r"TAG = \S+", f"TAG = {rng.randrange(10**9)}", text)
 open("value.py", "w").write(text)
 open(log, "a").write(kind + "\n")
 print(f"{kind} change")

@@ -218,6 +218,12 @@ class Judge:
             workspace.checkout_tree(slot, candidate_tree)
             return None if changed or not m.ok else m.value
 
+        if not self.noise.samples(str(incumbent)).n:
+            # a greedy keep of a resumed run has no confirmation to rebuild its samples
+            # from: its recorded value stands in, as greedy compares with it anyway
+            record = self.journal.experiment(incumbent)
+            if record is not None and record.value is not None:
+                self.noise.add(str(incumbent), record.value)
         judgement = compare(
             self.policy, self.noise, str(incumbent), self.spec.metric.goal,
             self.spec.metric.name, measure_candidate_once, measure_incumbent_once,

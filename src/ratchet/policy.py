@@ -296,8 +296,8 @@ class NoiseAware:
         """The improvement that, measured exactly, would just be kept at the last look."""
         if noise.sd is None:
             return math.inf
-        k = self.max_measurements  # and the incumbent measured as often, at the same times
-        se = noise.sd * math.sqrt(2 / k)
+        k = self.max_measurements  # against k - 1 interleaved measurements of the incumbent
+        se = noise.sd * math.sqrt(1 / k + 1 / max(k - 1, 1))
         return max(self.min_delta, se * self.boundary(noise.df))
 
     def threshold(self, df: int) -> float:
