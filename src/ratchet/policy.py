@@ -5,19 +5,20 @@ engine drives it with real measurements and `bench/noise.py` with simulated ones
 noise-aware test is a group-sequential one (see docs/policy.md for the proof sketch):
 
 - the noise model: a measurement is its commit's level + a common trend (slope x time,
-  time counted in measurements) + noise. The sd and the slope are pooled within commits,
-  only from measurements that were not selected on their value: repeated measurements of
-  incumbents (the baseline, `ratchet noise`, those taken while a candidate is tested,
-  each keep's confirmation);
-- at each look the candidate's mean is compared with the incumbent's level carried to
-  the candidate's mean time by the slope; the uncertainty of that carry is in the se, so
-  a linear trend cannot bias the test and an incumbent measured long ago costs power,
-  not validity. The incumbent is measured afresh, interleaved with the candidate,
-  whenever its side of the variance is the larger (decided by counts and times only);
-- the boundary is the same t quantile at every look, its level computed so that pure
-  noise crosses at any of the `max_measurements` looks with probability at most alpha
-  (a Pocock-type boundary, futility stops binding); no keep rests on one measurement,
-  and a candidate's own spread, when larger, replaces the pooled sd in its se;
+  time counted in measurements) + noise. The sd (and the slope, taken out of the sd once
+  the estimate can afford the df) are pooled within commits, only from measurements
+  that were not selected on their value: repeated measurements of incumbents (the
+  baseline, `ratchet noise`, those taken while a candidate is tested, each keep's
+  confirmation);
+- look 1, the screen: one measurement against the incumbent's latest ones, a futility
+  stop only (it can discard, never keep);
+- looks 2, 3, ...: C I C I C ..., the candidate's mean against the incumbent's fresh
+  measurements, interleaved so that their time centroids coincide and a trend cancels;
+  a candidate's own spread, when larger, replaces the pooled sd in its se, and no keep
+  rests on one measurement;
+- the boundary is the same t quantile at every look, its level computed (by simulating
+  this very test) so that pure noise crosses at any look with probability at most
+  alpha: a Pocock-type boundary with the futility stops binding;
 - a keep is recorded at fresh confirmation measurements, not at the values that won it.
 
 This module imports nothing of ratchet, and numpy and scipy only when a test needs them.
@@ -41,8 +42,8 @@ SCREEN_MIN_N = 3  # no screen against an incumbent measured fewer times (a new o
 SCREEN_WINDOW = 6  # the incumbent's latest measurements, the screen's reference
 OWN_SPREAD_N = 3  # from this many measurements a candidate's own spread can widen its se
 MIN_KEEP_N = 2  # no keep on one measurement: one outlier must not carry it
-CONFIRMATIONS = 1
-TREND_MIN_DF = 10  # the trend is taken out of the sd from this many degrees of freedom  # fresh measurements of a keep, at which it is recorded
+CONFIRMATIONS = 1  # fresh measurements of a keep, at which it is recorded
+TREND_MIN_DF = 10  # the trend is taken out of the sd from this many degrees of freedom
 
 
 def improvement(candidate: float, incumbent: float, goal: Goal) -> float:
@@ -67,10 +68,11 @@ def nominal_level(alpha: float, looks: int) -> float:
     """The one-look level whose constant boundary keeps pure noise with probability alpha.
 
     A Pocock-type boundary computed by simulation (fixed seed, so the same everywhere) of
-    the test with a known sd and an incumbent known exactly: z_k = (sum of k draws) / sqrt(k),
-    futility stops binding (they are always applied), keeps from the second measurement
-    on. A measured incumbent shares its error across the looks, which makes crossing
-    less likely, not more; the margin covers the simulation's own error.
+    the test with a known sd: at look k >= 2, z_k = (mean of k candidate draws - mean of
+    k - 1 incumbent draws) / sqrt(1/k + 1/(k-1)); the futility stops from look 2 on are
+    binding (they are always applied); the screen is left out (a stale reference could
+    let anything through it), which only makes the bound conservative. The margin covers
+    the simulation's own error; the t quantile at this level covers the estimated sd.
     """
     import numpy as np
 
