@@ -140,15 +140,25 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=TRIALS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--policy", choices=["greedy", "noise-aware"], help="only this one")
+    parser.add_argument("--confidence", type=float, default=NoiseAware().confidence)
+    parser.add_argument("--only", help="only the conditions whose name contains this")
     args = parser.parse_args()
     began = time.perf_counter()
-    policies: dict[str, Greedy | NoiseAware] = {"greedy": Greedy(), "noise-aware": NoiseAware()}
+    policies: dict[str, Greedy | NoiseAware] = {
+        "greedy": Greedy(),
+        "noise-aware": NoiseAware(args.confidence),
+    }
     results: dict[str, dict[str, dict[str, float]]] = {}
     print(f"{args.runs} simulated runs of {args.trials} trials; noise of sd 1 per measurement")
     print(f"{'policy':<12} {'scenario':<32} {'false/60':>8} {'±95%':>6} {'runs w/':>7} "
           f"{'real kept':>9} {'meas/trial':>10} {'rec/true':>8}")  # fmt: skip
     for name, policy in policies.items():
+        if args.policy and name != args.policy:
+            continue
         for scenario in SCENARIOS:
+            if args.only and args.only not in scenario.name:
+                continue
             rng = random.Random(args.seed)
             runs = [simulate_run(policy, scenario, args.trials, rng) for _ in range(args.runs)]
             row = summarize(runs, args.trials)

@@ -65,7 +65,8 @@ def test_status_log_and_show_agree_with_the_journal(score_project: Callable[...,
     assert "+X = 2" in shown["patch"]
     assert shown["measurements"][0]["output"].strip() == "score: 0"
     text = ratchet(project, "show", str(log[1]["id"])).stdout
-    assert "why: kept: score 9 -> 0 (delta 9; the metric is noiseless)" in text and "+X = 2" in text
+    assert "why: kept: score 9 -> 0 (delta 9; deterministic: every repeated" in text
+    assert "+X = 2" in text
     table = ratchet(project, "status").stdout
     assert "incumbent" in table and "0 (#2" in table
     assert "score 9 -> 0" in ratchet(project, "log").stdout

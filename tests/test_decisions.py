@@ -37,7 +37,10 @@ def test_a_strict_improvement_is_kept_as_one_commit_on_the_run_branch(
     assert result.returncode == 0, result.stderr
     row = last(project)
     assert row["decision"] == "keep"
-    assert row["why"] == "kept: score 9 -> 0 (delta 9; the metric is noiseless)"
+    assert row["why"] == (
+        "kept: score 9 -> 0 (delta 9; deterministic: every repeated measurement so far agreed "
+        "exactly (3 of them), and a second measurement gave the same)"
+    )
     assert git(project, "rev-parse", "ratchet/default") == row["commit_sha"]
     message = git(project, "log", "-1", "--format=%B", "ratchet/default")
     assert message.splitlines()[0] == "score 9 -> 0: move X to 2"
@@ -57,7 +60,10 @@ def test_a_worse_candidate_is_discarded_and_the_branch_stays(
     ratchet(project, "run")
     row = last(project)
     assert row["decision"] == "discard"
-    assert row["why"] == "discarded: score 49 is worse than the incumbent's 9 by 40"
+    assert row["why"] == (
+        "discarded: score 9 -> 49 is worse by 40 (deterministic: every repeated measurement "
+        "so far agreed exactly (3 of them))"
+    )
     assert row["patch"].count("+X = 9") == 1  # the discarded diff is kept in the journal
     assert git(project, "rev-parse", "ratchet/default") == git(project, "rev-parse", "main")
 
@@ -197,7 +203,7 @@ def test_the_greedy_policy_keeps_any_strict_improvement_of_one_measurement(
     assert ratchet(project, "run").returncode == 0
     rows = experiments(project)
     assert [r["decision"] for r in rows] == ["keep", "keep"]
-    assert rows[1]["why"] == "score 9 -> 1 (better by 8)"
+    assert rows[1]["why"] == "kept: score 9 -> 1 (better by 8; greedy, one measurement each)"
     db = sqlite3.connect(project / ".ratchet" / "journal.db")
     assert db.execute("SELECT COUNT(*) FROM measurements").fetchone() == (2,)  # once each
 

@@ -107,7 +107,8 @@ def test_a_real_improvement_on_a_noisy_metric_is_kept_with_its_statistics(
     assert row["decision"] == "keep"
     assert re.fullmatch(
         r"kept: loss 4\d\.\d+ -> \S+ \(t = delta \S+ / se \S+ = \S+; n=2 vs 1 interleaved; "
-        r"sd \S+, 3 df; t >= \S+, look 1 of 5 at alpha 0.01\); recorded at 1 fresh measurement",
+        r"sd \S+ of one measurement, 3 df; t >= \S+, look 2 of 6 at alpha 0.01\); "
+        r"recorded at 1 fresh measurement",
         row["why"],
     )
     # never kept on one draw: measured twice, interleaved with the incumbent, then confirmed
@@ -167,7 +168,8 @@ def test_only_the_incumbents_measurements_enter_the_noise_estimate() -> None:
     assert judgement.candidate[0] == 8.0 and len(judgement.candidate) >= 2
     assert noise.samples("incumbent").values[3:] == judgement.incumbent
     assert set(noise.groups) == {"incumbent"}
-    assert "at the last look" in judgement.why and "n=6 vs 5 interleaved" in judgement.why
+    # 9.8 and 10.1 against 10.1 and 10.0: the futility line ends it at the third look
+    assert "futility at look 3" in judgement.why and "n=3 vs 2 interleaved" in judgement.why
     assert " se " in judgement.why and " sd " in judgement.why
 
 

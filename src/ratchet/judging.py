@@ -93,8 +93,9 @@ class Judge:
             if status == "confirm":
                 confirmed.add(experiment)
             is_baseline = baseline is not None and experiment == baseline.id
+            at = self.noise.tick()  # every measurement takes its time, used or not
             if status in ("ok", "confirm") and (is_baseline or experiment in confirmed):
-                self.noise.add(key, value, seed if paired else None)
+                self.noise.add(key, value, seed if paired else None, at)
 
     def seed(self, key: str, k: int | None = None) -> int:
         """Paired: the k-th measurement of every commit gets seed k. Otherwise a hash of
@@ -217,6 +218,12 @@ class Judge:
             workspace.checkout_tree(slot, candidate_tree)
             return None if changed or not m.ok else m.value
 
+        if not self.noise.samples(str(incumbent)).n:
+            # a greedy keep of a resumed run has no confirmation to rebuild its samples
+            # from: its recorded value stands in, as greedy compares with it anyway
+            record = self.journal.experiment(incumbent)
+            if record is not None and record.value is not None:
+                self.noise.add(str(incumbent), record.value)
         judgement = compare(
             self.policy, self.noise, str(incumbent), self.spec.metric.goal,
             self.spec.metric.name, measure_candidate_once, measure_incumbent_once,
@@ -254,7 +261,9 @@ class Judge:
                 decision = "overfit" if overfit.startswith("overfit") else "discard"
                 return Verdict(decision, overfit, value, measurement)
         # the new incumbent's noise group starts with the confirmation: unselected values
-        for m, v in zip(last[-len(judgement.confirmed) :], judgement.confirmed, strict=True):
+        # greedy has no confirmation: its one measurement is the new incumbent's value
+        values = judgement.confirmed or judgement.candidate
+        for m, v in zip(last[len(last) - len(values) :], values, strict=True):
             assert m.value == v
             self.noise.add(str(experiment), v, m.seed if paired else None)
         return Verdict("keep", judgement.why, value, measurement)

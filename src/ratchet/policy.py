@@ -4,25 +4,30 @@
 engine drives it with real measurements and `bench/noise.py` with simulated ones. The
 noise-aware test is a group-sequential one (see docs/policy.md for the proof sketch):
 
-- the noise is estimated only from measurements that were not selected on their value:
-  repeated measurements of incumbents (the baseline, `ratchet noise`, the fresh
-  measurements taken while a candidate is tested, each keep's confirmation);
-- a candidate is first *screened* on one measurement against the incumbent's reference
-  (a futility stop only: it can discard, never keep);
-- a candidate that passes is tested on measurements interleaved in time with fresh ones
-  of the incumbent (C I C I C ...), whose time centroids coincide at every look, so that
-  a linear trend cancels;
-- the boundary at each of the at most `max_measurements - 1` looks is the Student's t
-  quantile at level alpha / looks (Bonferroni alpha spending), with the degrees of
-  freedom of the noise estimate: the chance that any look crosses is at most alpha;
+- the noise model: a measurement is its commit's level + a common trend (slope x time,
+  time counted in measurements) + noise. The sd (and the slope, taken out of the sd once
+  the estimate can afford the df) are pooled within commits, only from measurements
+  that were not selected on their value: repeated measurements of incumbents (the
+  baseline, `ratchet noise`, those taken while a candidate is tested, each keep's
+  confirmation);
+- look 1, the screen: one measurement against the incumbent's latest ones, a futility
+  stop only (it can discard, never keep);
+- looks 2, 3, ...: C I C I C ..., the candidate's mean against the incumbent's fresh
+  measurements, interleaved so that their time centroids coincide and a trend cancels;
+  a candidate's own spread, when larger, replaces the pooled sd in its se, and no keep
+  rests on one measurement;
+- the boundary is the same t quantile at every look, its level computed (by simulating
+  this very test) so that pure noise crosses at any look with probability at most
+  alpha: a Pocock-type boundary with the futility stops binding;
 - a keep is recorded at fresh confirmation measurements, not at the values that won it.
 
-This module imports nothing of ratchet, and scipy only when a quantile is needed.
+This module imports nothing of ratchet, and numpy and scipy only when a test needs them.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,10 +36,14 @@ from typing import Literal, Protocol
 Goal = Literal["minimize", "maximize"]
 Verdict = Literal["keep", "discard"]
 
-SCREEN_Z = 1.0  # one measurement this far (in se) better than the reference earns a test
-FUTILITY_T = 0.5  # at the first look, a t below this ends the test (non-binding)
+FUTILITY_T = 0.7  # at the first look, a t below this ends the test (always applied)
 FUTILITY_STEP = 0.3  # ... and the futility line rises by this at each later look
+SCREEN_MIN_N = 3  # no screen against an incumbent measured fewer times (a new one)
+SCREEN_WINDOW = 6  # the incumbent's latest measurements, the screen's reference
+OWN_SPREAD_N = 3  # from this many measurements a candidate's own spread can widen its se
+MIN_KEEP_N = 2  # no keep on one measurement: one outlier must not carry it
 CONFIRMATIONS = 1  # fresh measurements of a keep, at which it is recorded
+TREND_MIN_DF = 10  # the trend is taken out of the sd from this many degrees of freedom
 
 
 def improvement(candidate: float, incumbent: float, goal: Goal) -> float:
@@ -52,6 +61,42 @@ def t_quantile(p: float, df: int) -> float:
     if df <= 0:
         return float(ndtri(p))
     return float(stdtrit(df, p))
+
+
+@lru_cache(maxsize=64)
+def nominal_level(alpha: float, looks: int) -> float:
+    """The one-look level whose constant boundary keeps pure noise with probability alpha.
+
+    A Pocock-type boundary computed by simulation (fixed seed, so the same everywhere) of
+    the test with a known sd: at look k >= 2, z_k = (mean of k candidate draws - mean of
+    k - 1 incumbent draws) / sqrt(1/k + 1/(k-1)); the futility stops from look 2 on are
+    binding (they are always applied); the screen is left out (a stale reference could
+    let anything through it), which only makes the bound conservative. The margin covers
+    the simulation's own error; the t quantile at this level covers the estimated sd.
+    """
+    import numpy as np
+
+    sims = max(20_000, 2_400_000 // looks)
+    rng = np.random.default_rng(20261201)
+    k = np.arange(1, looks + 1)
+    candidate = np.cumsum(rng.standard_normal((sims, looks)), axis=1) / k
+    fresh = np.cumsum(rng.standard_normal((sims, looks)), axis=1) / k
+    z = np.full((sims, looks), -np.inf)
+    z[:, 1:] = (candidate[:, 1:] - fresh[:, :-1]) / np.sqrt(1 / k[1:] + 1 / k[:-1])
+    alive = np.ones(sims, dtype=bool)
+    best = np.full(sims, -np.inf)
+    for j in range(looks):
+        if j + 1 >= MIN_KEEP_N:
+            best = np.where(alive, np.maximum(best, z[:, j]), best)
+        if j >= 1:  # the screen (look 1) is left out: a stale reference may pass anything
+            alive &= z[:, j] >= FUTILITY_T + FUTILITY_STEP * j
+    # the order statistic two binomial sds beyond alpha's: a boundary the truth lies under
+    expected = alpha * sims
+    rank = max(int(expected - 2 * math.sqrt(expected)), 1)
+    z_bound = float(np.sort(best)[-rank])
+    from scipy.special import ndtr
+
+    return float(1 - ndtr(z_bound))
 
 
 def _fmt(value: float) -> str:
@@ -91,8 +136,35 @@ class Noise:
 
 
 @dataclass
+class _Group:
+    """One commit's repeated measurements, centred sums kept current (see NoiseModel)."""
+
+    values: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    ss: float = 0.0  # sum of squares of the values about their mean
+    stt: float = 0.0  # ... of the times about theirs
+    sty: float = 0.0  # cross products
+
+    def add(self, value: float, at: float) -> None:
+        self.values.append(value)
+        self.times.append(at)
+        y, t = _mean(self.values), _mean(self.times)
+        self.stt = sum((u - t) ** 2 for u in self.times)
+        if max(self.values) == min(self.values):  # exactly: a mean can round off
+            self.ss = self.sty = 0.0
+            return
+        self.ss = sum((v - y) ** 2 for v in self.values)
+        self.sty = sum((u - t) * (v - y) for u, v in zip(self.times, self.values, strict=True))
+
+
+@dataclass
 class NoiseModel:
-    """Repeated measurements of the same commit, pooled: sums of squares within groups.
+    """Repeated measurements of the same commit, pooled within commits, with a common trend.
+
+    The model: a measurement is its commit's level + slope x time + noise, with time the
+    `clock` (a count of measurements). Pooling within commits gives the sd of one
+    measurement and the slope (a drift of the machine, say), both independent of every
+    commit's mean; `compare` uses them to set the incumbent's level at the candidate's time.
 
     Only measurements whose inclusion did not depend on their own value belong here
     (an incumbent's, never a candidate's: a candidate is re-measured after a good draw).
@@ -100,35 +172,67 @@ class NoiseModel:
     are kept up to date, so an estimate costs the same after 100,000 experiments.
     """
 
-    groups: dict[str, list[float]] = field(default_factory=dict)
+    clock: float = 0.0
+    _groups: dict[str, _Group] = field(default_factory=dict)
     _seeds: dict[str, set[int]] = field(default_factory=dict)
-    _ss: dict[str, float] = field(default_factory=dict)
-    _total_ss: float = 0.0
-    _total_df: int = 0
+    _ss: float = 0.0
+    _stt: float = 0.0
+    _sty: float = 0.0
+    _df: int = 0
 
-    def add(self, key: str, value: float, seed: int | None = None) -> bool:
-        """Add a value; False when its seed was measured before (a paired repeat)."""
+    def tick(self) -> float:
+        """The time of a measurement taken now (every measurement should take one)."""
+        self.clock += 1
+        return self.clock
+
+    @property
+    def groups(self) -> dict[str, list[float]]:
+        return {key: group.values for key, group in self._groups.items()}
+
+    def add(self, key: str, value: float, seed: int | None = None, at: float | None = None) -> bool:
+        """Add a value measured at `at` (by default now); False on a seed seen before."""
+        at = self.tick() if at is None else at
         if seed is not None:
             seeds = self._seeds.setdefault(key, set())
             if seed in seeds:
                 return False
             seeds.add(seed)
-        values = self.groups.setdefault(key, [])
-        values.append(value)
-        mean = _mean(values)
-        ss = sum((v - mean) ** 2 for v in values)
-        self._total_ss += ss - self._ss.get(key, 0.0)
-        self._total_df += 1 if len(values) > 1 else 0
-        self._ss[key] = ss
+        group = self._groups.setdefault(key, _Group())
+        self._ss -= group.ss
+        self._stt -= group.stt
+        self._sty -= group.sty
+        group.add(value, at)
+        self._ss += group.ss
+        self._stt += group.stt
+        self._sty += group.sty
+        self._df += 1 if len(group.values) > 1 else 0
         return True
 
     def samples(self, key: str) -> Samples:
-        return Samples(tuple(self.groups.get(key, ())))
+        group = self._groups.get(key)
+        return Samples(tuple(group.values if group else ()))
+
+    def centroid(self, key: str) -> float:
+        """The mean time of a commit's measurements."""
+        return _mean(self._groups[key].times)
+
+    @property
+    def trend(self) -> tuple[float, float]:
+        """The common slope per unit of time, and the times' pooled sum of squares."""
+        if self._stt <= 0:
+            return 0.0, 0.0
+        return self._sty / self._stt, self._stt
 
     @property
     def estimate(self) -> Noise:
-        df = self._total_df
-        return Noise(math.sqrt(max(self._total_ss, 0.0) / df) if df else None, df)
+        """The sd about each commit's level, and about the trend once it is affordable: a
+        drift then no longer inflates the sd (the trend costs one df)."""
+        df, ss = self._df, max(self._ss, 0.0)
+        if df == 0:
+            return Noise(None, 0)
+        if df >= TREND_MIN_DF and self._stt > 0:
+            df, ss = df - 1, max(ss - self._sty**2 / self._stt, 0.0)
+        return Noise(math.sqrt(ss / df), df)
 
 
 @dataclass(frozen=True)
@@ -180,12 +284,12 @@ class NoiseAware:
 
     @property
     def looks(self) -> int:
-        """Looks at 2, 3, ... max_measurements measurements of the candidate."""
-        return max(self.max_measurements - 1, 1)
+        """A look after each of the candidate's measurements."""
+        return self.max_measurements
 
     def boundary(self, df: int) -> float:
-        """The t a look must reach: alpha spent equally over the looks."""
-        return t_quantile(1 - self.alpha / self.looks, df)
+        """The t a look must reach: the same at every look, alpha spent over all of them."""
+        return t_quantile(1 - nominal_level(self.alpha, self.max_measurements), df)
 
     def futility(self, look: int) -> float:
         return FUTILITY_T + FUTILITY_STEP * (look - 1)
@@ -194,7 +298,7 @@ class NoiseAware:
         """The improvement that, measured exactly, would just be kept at the last look."""
         if noise.sd is None:
             return math.inf
-        k = self.max_measurements
+        k = self.max_measurements  # against k - 1 interleaved measurements of the incumbent
         se = noise.sd * math.sqrt(1 / k + 1 / max(k - 1, 1))
         return max(self.min_delta, se * self.boundary(noise.df))
 
@@ -247,6 +351,7 @@ def compare(
             "ties the incumbent; a tie is not a keep" if delta == 0 else f"is worse by {-delta:.4g}"
         )
         return Judgement("discard", f"discarded: {change} {what}", (first,), reference=old)
+    first_at = noise.tick()
     estimate = noise.estimate
     if estimate.deterministic:
         return _deterministic(policy, noise, incumbent, goal, metric, first, old, confirm)
@@ -254,21 +359,58 @@ def compare(
         again = measure_incumbent(1)
         if again is None:
             return None
-        noise.add(incumbent, again)
-        estimate = noise.estimate
-        if estimate.deterministic:
+        noise.add(incumbent, again, 1 if paired else None)
+        if noise.estimate.deterministic:
             return _deterministic(policy, noise, incumbent, goal, metric, first, old,
                                   confirm)  # fmt: skip
-    assert estimate.sd is not None
-    se = estimate.sd * math.sqrt(1 + 1 / reference.n)
-    z = delta / se
-    if z < SCREEN_Z:
-        why = (f"discarded: {change}: screen z = delta {delta:.4g} / se {se:.3g} = {z:.2f} "
-               f"< {SCREEN_Z:g} (1 measurement vs the incumbent's {reference.n}; "
-               f"sd {estimate.sd:.3g}, {estimate.df} df)")  # fmt: skip
-        return Judgement("discard", why, (first,), reference=old)
-    return _sequential(policy, noise, incumbent, goal, metric, first, old, measure_candidate,
-                       measure_incumbent, confirm, paired)  # fmt: skip
+    if noise.estimate.sd is None:  # paired, and seed 1 was no new draw
+        return Judgement("discard", f"discarded: {change}: the noise is not yet known "
+                         "(the incumbent has one measurement)", (first,), reference=old)  # fmt: skip
+    return _sequential(policy, noise, incumbent, goal, metric, first, first_at, old,
+                       measure_candidate, measure_incumbent, confirm, paired)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Look:
+    """The candidate against the incumbent's level at the candidate's mean time."""
+
+    delta: float  # the improvement, trend-adjusted
+    se: float  # of delta
+    incumbent: float  # the incumbent's level at the candidate's mean time
+    n: int  # the incumbent's measurements behind it
+    shift: float  # the trend's adjustment of the incumbent's level
+
+    @property
+    def t(self) -> float:
+        if self.se > 0:
+            return self.delta / self.se
+        return math.inf if self.delta > 0 else -math.inf if self.delta < 0 else 0.0
+
+
+def _look(noise: NoiseModel, theirs: list[float], theirs_at: list[float],
+                mine: list[float], mine_at: list[float], goal: Goal) -> Look:  # fmt: skip
+    """The candidate against the incumbent's measurements taken interleaved with it."""
+    sd = noise.estimate.sd
+    assert sd is not None
+    slope, stt = noise.trend
+    gap = _mean(mine_at) - _mean(theirs_at)
+    shift = slope * gap
+    level = _mean(theirs) + shift
+    own = statistics.stdev(mine) if len(mine) >= OWN_SPREAD_N else 0.0
+    variance = (max(sd, own) ** 2 / len(mine)
+                + sd**2 * (1 / len(theirs) + (gap**2 / stt if stt > 0 else 0.0)))  # fmt: skip
+    delta = improvement(_mean(mine), level, goal)
+    return Look(delta, math.sqrt(variance), level, len(theirs), shift)
+
+
+def _screen(noise: NoiseModel, incumbent: str, first: float, goal: Goal) -> Look:
+    """The first measurement against the incumbent's latest ones: a futility stop only."""
+    sd = noise.estimate.sd
+    assert sd is not None
+    recent = noise.samples(incumbent).values[-SCREEN_WINDOW:]
+    level = _mean(recent)
+    return Look(improvement(first, level, goal), sd * math.sqrt(1 + 1 / len(recent)), level,
+                len(recent), 0.0)  # fmt: skip
 
 
 def _sequential(
@@ -278,58 +420,64 @@ def _sequential(
     goal: Goal,
     metric: str,
     first: float,
+    first_at: float,
     old: float,
     measure_candidate: Measure,
     measure_incumbent: Measure,
     confirm: Measure,
     paired: bool,
 ) -> Judgement | None:
-    """C I C I C ...: the candidate's mean against the incumbent's fresh measurements."""
-    mine, theirs = [first], list[float]()
-    for k in range(1, policy.max_measurements):
-        fresh = measure_incumbent(k - 1 if paired else k)
-        if fresh is None:
-            return None
-        theirs.append(fresh)
-        noise.add(incumbent, fresh, (k - 1) if paired else None)
-        value = measure_candidate(k)
-        if value is None:
-            return None
-        mine.append(value)
+    """C (screen) I C I C ...: a look after each candidate measurement."""
+    mine, mine_at, theirs, theirs_at = [first], [first_at], list[float](), list[float]()
+    for k in range(1, policy.max_measurements + 1):
+        if k > 1:
+            # with paired seeds the incumbent's k-th runs on the candidate's k-th seed; a
+            # seed it had before is no new draw for the noise (`add` leaves it out)
+            fresh = measure_incumbent(k - 2)
+            if fresh is None:
+                return None
+            theirs_at.append(noise.tick())
+            theirs.append(fresh)
+            noise.add(incumbent, fresh, (k - 2) if paired else None, theirs_at[-1])
+            value = measure_candidate(k - 1)
+            if value is None:
+                return None
+            mine.append(value)
+            mine_at.append(noise.tick())
         estimate = noise.estimate
         assert estimate.sd is not None
-        delta = improvement(_mean(mine), _mean(theirs), goal)
-        se = estimate.sd * math.sqrt(1 / len(mine) + 1 / len(theirs))
-        t = delta / se if se > 0 else (math.inf if delta > 0 else -math.inf)
-        look = k
+        if theirs:
+            look = _look(noise, theirs, theirs_at, mine, mine_at, goal)
+        else:
+            look = _screen(noise, incumbent, first, goal)
         bound = policy.boundary(estimate.df)
-        facts = (f"t = delta {delta:.4g} / se {se:.3g} = {t:.2f}; n={len(mine)} vs "
-                 f"{len(theirs)} interleaved; sd {estimate.sd:.3g}, {estimate.df} df")  # fmt: skip
-        change = f"{metric} {_fmt(_mean(theirs))} -> {_fmt(_mean(mine))}"
-        if t >= bound:
-            if delta <= policy.min_delta:
+        trend = f", trend {look.shift:+.3g}" if look.shift else ""
+        against = (f"{look.n} interleaved{trend}" if theirs else
+                   f"the incumbent's latest {look.n}")  # fmt: skip
+        facts = (f"t = delta {look.delta:.4g} / se {look.se:.3g} = {look.t:.2f}; n={len(mine)} vs "
+                 f"{against}; sd {estimate.sd:.3g} of one measurement, {estimate.df} df")  # fmt: skip
+        change = f"{metric} {_fmt(look.incumbent)} -> {_fmt(_mean(mine))}"
+        if look.t >= bound and len(mine) >= MIN_KEEP_N:
+            if look.delta <= policy.min_delta:
                 why = (f"discarded: {change} is significant ({facts}; t >= {bound:.2f}) but "
-                       f"delta {delta:.4g} is not above min_delta {policy.min_delta:g}")  # fmt: skip
+                       f"delta {look.delta:.4g} is not above min_delta {policy.min_delta:g}")  # fmt: skip
                 return Judgement("discard", why, tuple(mine), tuple(theirs), reference=old)
-            return _confirm(policy, f"kept: {change} ({facts}; t >= {bound:.2f}, look {look} "
-                            f"of {policy.looks} at alpha {policy.alpha:g})", mine, theirs, old,
+            return _confirm(f"kept: {change} ({facts}; t >= {bound:.2f}, look {k} of "
+                            f"{policy.looks} at alpha {policy.alpha:g})", mine, theirs, old,
                             confirm)  # fmt: skip
-        if t < policy.futility(look) or k == policy.max_measurements - 1:
-            reason = (f"t < {policy.futility(look):.2f}, futility at look {look}"
-                      if t < policy.futility(look) else
+        new = not theirs and noise.samples(incumbent).n < SCREEN_MIN_N  # no screen then
+        futile = look.t < policy.futility(k) and not new
+        if futile or k == policy.max_measurements:
+            what = "screen" if not theirs else "futility"
+            reason = (f"t < {policy.futility(k):.2f}, {what} at look {k}" if futile else
                       f"t < {bound:.2f} at the last look")  # fmt: skip
             why = f"discarded: {change} ({facts}; {reason})"
             return Judgement("discard", why, tuple(mine), tuple(theirs), reference=old)
-    raise AssertionError("max_measurements is at least 2")
+    raise AssertionError("max_measurements is at least 1")
 
 
 def _confirm(
-    policy: NoiseAware,
-    why: str,
-    mine: list[float],
-    theirs: list[float],
-    old: float,
-    confirm: Measure,
+    why: str, mine: list[float], theirs: list[float], old: float, confirm: Measure
 ) -> Judgement | None:
     confirmed = []
     for k in range(CONFIRMATIONS):
@@ -359,7 +507,7 @@ def _deterministic(
     on it and the noise is estimated from then on.
     """
     delta = improvement(first, old, goal)
-    n = noise.estimate.df + len(noise.groups)  # the repeats behind the claim, roughly
+    n = sum(len(values) for values in noise.groups.values())  # the repeats behind the claim
     change = f"{metric} {_fmt(old)} -> {_fmt(first)}"
     basis = f"deterministic: every repeated measurement so far agreed exactly ({n} of them)"
     if delta <= policy.min_delta:
