@@ -40,7 +40,8 @@ class History:
     @classmethod
     def load(cls, journal: Journal, run: str) -> History:
         history = cls()
-        for record in journal.experiments(run, limit=HISTORY_LIMIT + EARLIER_LIMIT):
+        # a bounded window, without patches: a resume costs the same after 100,000
+        for record in journal.experiments(run, limit=HISTORY_LIMIT + EARLIER_LIMIT, patches=False):
             if record.decision is not None:
                 history._append(record)
         for record in reversed(journal.failures(run, FAILURE_LIMIT)):
