@@ -89,6 +89,10 @@ SUMMARY_INDEX = (
 PROPOSER_INDEX = (
     "CREATE INDEX IF NOT EXISTS experiments_by_proposer ON experiments(run, proposer, id)"
 )
+# the union of experiments' spans (a run's elapsed time) is read in start order
+START_INDEX = (
+    "CREATE INDEX IF NOT EXISTS experiments_by_start ON experiments(run, started_at, id, ended_at)"
+)
 CONFIRM_INDEX = (
     "CREATE INDEX IF NOT EXISTS measurements_by_status ON measurements(status, experiment)"
 )
@@ -206,6 +210,7 @@ class Journal:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self.path = path
         self.verified = verify
+        self.full_check = False  # whether opening it read every page (see `_check`)
         # SQLite gives the -wal and -shm files the database's own mode: 0600 throughout
         create_private(path)
         for suffix in ("-wal", "-shm"):
@@ -246,6 +251,7 @@ class Journal:
         self.db.execute(SUMMARY_INDEX)  # built once, on the first open by this ratchet
         self.db.execute(PROPOSER_INDEX)
         self.db.execute(CONFIRM_INDEX)
+        self.db.execute(START_INDEX)
         return None
 
     def _check(self) -> str | None:
@@ -259,16 +265,21 @@ class Journal:
         self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         if self._checked_stamp() == self._stamp():
             return None
+        self.full_check = True
         problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             return f"database disk image is malformed: {problems[0]}"
         return None
 
     def _stamp(self) -> str:
-        """The journal file's size, change time and inode, and whether a WAL is beside it."""
+        """The journal file's size, change time and inode, and its WAL's size (0 when
+        every write is in the file)."""
         info = os.stat(self.path)
-        wal = self.path.with_name(self.path.name + "-wal").exists()
-        return f"{info.st_size} {info.st_mtime_ns} {info.st_ino} {int(wal)}"
+        try:
+            wal = os.stat(self.path.with_name(self.path.name + "-wal")).st_size
+        except FileNotFoundError:
+            wal = 0
+        return f"{info.st_size} {info.st_mtime_ns} {info.st_ino} {wal}"
 
     def _checked_stamp(self) -> str | None:
         try:
@@ -277,12 +288,15 @@ class Journal:
             return None
 
     def close(self) -> None:
+        whole = False
+        if self.verified:  # a run's journal, verified when it opened: checkpointed whole?
+            with contextlib.suppress(sqlite3.Error):
+                busy, left, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                whole = busy == 0 and left == 0
         self.db.close()
-        if self.verified:  # a run's journal, verified when it opened, closed cleanly now
+        if whole:  # as this run leaves it: the next run's check can be the cheap one
             with contextlib.suppress(OSError):
-                stamp = self._stamp()
-                if stamp.endswith(" 0"):  # checkpointed whole: no WAL left to replay
-                    write_private(self.path.with_name(self.path.name + CHECKED_SUFFIX), stamp)
+                write_private(self.path.with_name(self.path.name + CHECKED_SUFFIX), self._stamp())
 
     # runs ---------------------------------------------------------------------------
     def run(self, name: str) -> RunRecord | None:
@@ -438,6 +452,25 @@ class Journal:
         for row in self.db.execute(query, (run,)):
             yield ExperimentRecord.from_row(row)
 
+    def decided(self, run: str, limit: int, skip: int = 0) -> list[tuple[int, str, str]]:
+        """(id, decision, rationale) of the run's decided experiments, newest first,
+        past the newest `skip`: a long history's compact lines, no row decoded whole."""
+        rows = self.db.execute(
+            "SELECT id, decision, rationale FROM experiments WHERE run = ?"
+            " AND decision IS NOT NULL ORDER BY id DESC LIMIT ? OFFSET ?",
+            (run, limit, skip),
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def recent_decided(self, run: str, limit: int) -> list[ExperimentRecord]:
+        """The run's `limit` newest decided experiments, oldest first, without patches."""
+        rows = self.db.execute(
+            f"SELECT {_WITHOUT_PATCH} FROM experiments WHERE run = ? AND decision IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?",
+            (run, limit),
+        ).fetchall()
+        return [ExperimentRecord.from_row(r) for r in reversed(rows)]
+
     def keeps(self, run: str) -> list[ExperimentRecord]:
         """The run's keeps (the baseline's included), oldest first."""
         rows = self.db.execute(
@@ -492,8 +525,9 @@ class Journal:
         return ExperimentRecord.from_row(row) if row else None
 
     def failures(self, run: str, limit: int) -> list[ExperimentRecord]:
+        """The run's newest failures, without patches."""
         rows = self.db.execute(
-            "SELECT * FROM experiments WHERE run = ? AND decision NOT IN"
+            f"SELECT {_WITHOUT_PATCH} FROM experiments WHERE run = ? AND decision NOT IN"
             " ('keep', 'discard', 'no-change', 'duplicate', 'interrupted') ORDER BY id DESC LIMIT ?",
             (run, limit),
         ).fetchall()
