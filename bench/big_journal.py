@@ -261,9 +261,13 @@ def resume(root: Path, proposer: str) -> dict[str, float]:
         cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     first, usage = None, None
+    brief = root / ".ratchet" / "brief-0.json"
+    brief.unlink(missing_ok=True)
+    # the first proposal's brief, written once its experiment's row is: the journal itself
+    # is not opened (a reader there would keep the run from checkpointing it whole)
     while usage is None:  # wait4, not poll: the child's own peak memory comes with it
         pid, _, rusage = os.wait4(child.pid, os.WNOHANG)
-        if first is None and newest(db_path) > before:
+        if first is None and brief.exists() and brief.stat().st_size > 0:
             first = time.perf_counter() - start
         if pid == child.pid:
             usage = rusage
