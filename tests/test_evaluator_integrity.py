@@ -295,18 +295,18 @@ def test_a_metrics_file_is_never_read_through_a_link_nor_whole(tmp_path: Path) -
     work.mkdir()
     (work / "m.json").symlink_to(secret)
     value, _, why = read_metric("", metric, work)
-    assert (
-        value is None and why == "the metrics file 'm.json' is a symbolic link; it was not followed"
+    assert value is None and why.startswith(
+        "the metrics file is refused: m.json is a symbolic link"
     )
     (work / "m.json").unlink()
     (work / "m.json").write_text('{"loss": 1, "pad": "' + "x" * METRICS_FILE_CAP + '"}')
     value, _, why = read_metric("", metric, work)
-    assert value is None and "larger than 1024 KiB" in why
+    assert value is None and "m.json is larger than 1 MiB" in why
     nested = MetricSpec(command="true", name="loss", file="out/m.json")
     (work / "out").symlink_to(tmp_path)
     (tmp_path / "m.json").write_text('{"loss": 0.001}')
     value, _, why = read_metric("", nested, work)
-    assert value is None and "on its path where a folder should be" in why
+    assert value is None and "out is a symbolic link" in why
 
 
 def test_the_evaluator_runs_without_the_user_site_and_writes_no_bytecode(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from ratchet.policy import policy_for
 from ratchet.private import create_private, private_dir, write_private
 from ratchet.proposers import Outcome, ProposalError, Proposer, ProposerContext, make_proposer
 from ratchet.runs import open_run, reconcile_branch, run_lock
+from ratchet.safeio import read_directive
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
 from ratchet.sandbox.select import choose_sandbox
 from ratchet.scheduler import Scheduler, SignalGate, Stopped
@@ -159,7 +160,7 @@ class Engine:
         self.scheduler = Scheduler()
         self.measuring: dict[int, dict[str, Any]] = {}  # proposals in flight, for the briefs
         directive = self.spec.scope.directive
-        self.directive = (self.project / directive).read_text(errors="replace") if directive else ""
+        self.directive = read_directive(self.project, directive) if directive else ""
         self.signals = SignalGate()
         return run, incumbent
 

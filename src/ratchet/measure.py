@@ -10,12 +10,9 @@ planted (a `json.py`, a forged `.pyc`, a `sitecustomize.py`) reaches the evaluat
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
-import os
 import re
-import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,12 +23,12 @@ from ratchet.restore import (
     GitPristine,
     Pristine,
     Snapshot,
-    open_parent,
     prune,
     settle,
     take_snapshot,
     whole_folders,
 )
+from ratchet.safeio import Refused, read_capped
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import MetricSpec
 
@@ -119,12 +116,12 @@ def read_metric(
             except ValueError:
                 return None, metrics, f"the pattern matched {found[-1]!r}, which is not a number"
     if spec.file is not None:
-        try:
-            data = json.loads(read_metrics_file(worktree, spec.file))
+        try:  # the candidate wrote it: a link or a FIFO in its place is not followed
+            data = json.loads(read_capped(worktree, spec.file, METRICS_FILE_CAP))
         except FileNotFoundError:
             return None, metrics, f"the metrics file '{spec.file}' was not written"
-        except MetricsFileError as exc:
-            return None, metrics, f"the metrics file '{spec.file}' {exc}"
+        except Refused as why:
+            return None, metrics, f"the metrics file is refused: {why}"
         except (OSError, ValueError) as exc:
             return None, metrics, f"the metrics file '{spec.file}' is not JSON ({exc})"
         if not isinstance(data, dict):
@@ -139,41 +136,6 @@ def read_metric(
         return None, metrics, f"'{spec.name}' was reported {count} times and the metric is strict"
     metrics[spec.name] = value
     return value, metrics, ""
-
-
-class MetricsFileError(Exception):
-    """Why a metrics file was not read: the end of a sentence naming it."""
-
-
-def read_metrics_file(worktree: Path, name: str) -> str:
-    """The file's text, opened without following a link anywhere on its path.
-
-    A link (which could point at a file outside the worktree), a folder, a FIFO or a
-    file over METRICS_FILE_CAP bytes is never read.
-    """
-    if name.startswith("/") or ".." in name.split("/"):
-        raise MetricsFileError("is not inside the worktree")
-    try:
-        with open_parent(worktree, name) as (fd, base):
-            info = os.stat(base, dir_fd=fd, follow_symlinks=False)
-            if stat.S_ISLNK(info.st_mode):
-                raise MetricsFileError("is a symbolic link; it was not followed")
-            if not stat.S_ISREG(info.st_mode):
-                raise MetricsFileError("is not a regular file")
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-            handle = os.open(base, flags, dir_fd=fd)
-    except OSError as error:
-        if error.errno in (errno.ENOTDIR, errno.ELOOP):  # O_NOFOLLOW met a link, or a file
-            raise MetricsFileError("has a link or a file on its path where a folder should be; "
-                                   "it was not followed") from None  # fmt: skip
-        raise
-    with os.fdopen(handle, "rb") as reader:
-        if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
-            raise MetricsFileError("is not a regular file")
-        data = reader.read(METRICS_FILE_CAP + 1)
-    if len(data) > METRICS_FILE_CAP:
-        raise MetricsFileError(f"is larger than {METRICS_FILE_CAP // 1024} KiB; it was not read")
-    return data.decode("utf-8", errors="replace")
 
 
 def evaluator_environment(env: Mapping[str, str]) -> dict[str, str]:

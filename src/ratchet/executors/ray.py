@@ -118,15 +118,29 @@ def _base_dir(root: Path, base_id: str, base: list[Any]) -> Path:
         import ray
 
         staging = Path(tempfile.mkdtemp(prefix="staging-", dir=root))
-        with tarfile.open(fileobj=io.BytesIO(ray.get(base[0])), mode="r") as tar:
-            # our own archive of a git tree: the "tar" filter (3.11.4+) keeps modes and symlinks
-            tar.extraction_filter = getattr(tarfile, "tar_filter", None)
-            tar.extractall(staging)
+        try:
+            extract(ray.get(base[0]), staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         try:
             staging.rename(cache)
         except OSError:  # another task on this node got there first
             shutil.rmtree(staging, ignore_errors=True)
     return cache
+
+
+def extract(data: bytes, dest: Path) -> None:
+    """Unpack a base archive into `dest`, creating no link that leads out of it.
+
+    The "data" filter refuses absolute links and links (and paths) outside `dest`: a
+    tree holding one cannot be measured on a worker, and the why says which link.
+    """
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        try:
+            tar.extractall(dest, filter="data")
+        except tarfile.FilterError as error:
+            raise RuntimeError(f"the tree cannot be unpacked on the worker: {error}") from None
 
 
 def _checkout_shared(shared: Path, tree: str, dest: Path) -> bool:
@@ -267,7 +281,9 @@ class RayExecutor:
         if target.id == base_id:
             return str(base_id), b"", [ref]
         base_tree = slot.repo[base_id].peel(pygit2.Tree)
-        flags = DiffOption.SHOW_BINARY | DiffOption.IGNORE_SUBMODULES
+        # every file as a binary patch: exact bytes, whatever the user's `.gitattributes`
+        # say (a `diff` attribute on binary content would otherwise make a text patch)
+        flags = DiffOption.SHOW_BINARY | DiffOption.FORCE_BINARY | DiffOption.IGNORE_SUBMODULES
         diff = base_tree.diff_to_tree(target, flags=flags)
         return str(base_id), b"".join(p.data for p in diff if p is not None), [ref]
 

@@ -4,8 +4,9 @@ The real program runs once per experiment in the slot worktree, through the prop
 sandbox (network allowed, only the secrets `[proposer] env` names), with the directive,
 the brief and the scope in its prompt: Claude Code in print mode with JSON output,
 `codex exec` with JSON events, aider with a message file, auto-confirm and no commits.
-Its stdout goes to a file beside the change, read and removed before the change is
-collected. Costs come from what each CLI reports; whatever it edited is the proposal,
+Its stdout goes to a file beside the change, read (without following a link, up to
+32 MiB) and removed before the change is collected; the prompt file aider reads is
+written without writing through a link. Costs come from what each CLI reports; whatever it edited is the proposal,
 and the engine checks its scope afterwards like any other.
 """
 
@@ -26,6 +27,7 @@ from ratchet.environment import child_environment
 from ratchet.errors import UsageError
 from ratchet.measure import format_seconds
 from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
+from ratchet.safeio import Refused, read_capped, remove_entry, write_file
 from ratchet.sandbox import pidfile_for
 from ratchet.spec import matches
 
@@ -36,6 +38,7 @@ OUTPUT_FILE = ".ratchet-agent-output"  # the CLI's stdout, whole (the sandbox ca
 MAX_DIRECTIVE = 30_000  # characters; the prompt travels on one command line (128 KiB)
 MAX_BRIEF = 40_000
 MAX_RATIONALE = 2000
+MAX_OUTPUT_BYTES = 32 << 20  # of the CLI's stdout: a long codex session's events fit
 MESSAGES = {"agent_message", "assistant_message"}  # codex's item types for its replies
 INSTRUCTIONS = """You improve a program inside a loop that measures every change you make;
 the loop, not you, measures the change and decides whether it is kept. Make one focused
@@ -96,19 +99,21 @@ class AgentCLIProposer:
         if self.kind == "codex":
             command += " </dev/null"  # it waits for stdin otherwise
         env = child_environment(allow=self.spec.env, extra={"RATCHET_BRIEF": str(brief_path)})
-        output = worktree / OUTPUT_FILE
         start = time.monotonic()
+        program = PROGRAMS[self.kind][0]
         try:
+            remove_entry(worktree / OUTPUT_FILE)  # the shell's `>` would write through a link
             if self.kind == "aider":
-                (worktree / PROMPT_FILE).write_text(prompt)
+                write_file(worktree, PROMPT_FILE, prompt.encode())
             result = self.sandbox.run(
                 command, worktree, env, self.spec.budget, self.grace, pidfile_for(worktree)
             )
-            stdout = output.read_text(errors="replace") if output.is_file() else ""
+            stdout = self._output(worktree)
+        except Refused as why:
+            raise ProposalError(f"{program}'s files: {why}") from None
         finally:
             self._clean(worktree)
         seconds = time.monotonic() - start
-        program = PROGRAMS[self.kind][0]
         if result.timed_out:
             raise ProposalError(f"{program} ran past the proposal's "
                                 f"{format_seconds(self.spec.budget)} budget and was killed")  # fmt: skip
@@ -165,10 +170,18 @@ class AgentCLIProposer:
                 argv += ["--read", path]
         return argv
 
+    def _output(self, worktree: Path) -> str:
+        """What the CLI printed, from a file it could have swapped for a link."""
+        try:
+            data = read_capped(worktree, OUTPUT_FILE, MAX_OUTPUT_BYTES)
+        except FileNotFoundError:
+            return ""
+        return data.decode(errors="replace")
+
     def _clean(self, worktree: Path) -> None:
         """Remove what the run left that is not the proposal: ratchet's files, aider's own."""
-        (worktree / PROMPT_FILE).unlink(missing_ok=True)
-        (worktree / OUTPUT_FILE).unlink(missing_ok=True)
+        remove_entry(worktree / PROMPT_FILE)
+        remove_entry(worktree / OUTPUT_FILE)
         if self.kind != "aider":
             return
         tracked = {f.split("/", 1)[0] for f in self.files}

@@ -2,7 +2,9 @@
 
 It reads the brief at `$RATCHET_BRIEF`, edits files, and may write its rationale (plain
 text, or a JSON object with `rationale`, `cost_usd`, `tokens`) to `$RATCHET_PROPOSAL`;
-otherwise the last line it printed is the rationale.
+otherwise the last line it printed is the rationale. The note is read without following
+a link and up to 64 KiB: a note that is a link, not a regular file, or larger makes the
+proposal an `invalid-proposal`, whose why never quotes what the note pointed at.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any
 from ratchet.environment import child_environment
 from ratchet.measure import format_seconds
 from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
+from ratchet.safeio import Refused, read_capped, remove_entry
 from ratchet.sandbox import pidfile_for
 
 MAX_RATIONALE = 2000
+MAX_NOTE_BYTES = 64 << 10
 NOTE_FILE = ".ratchet-proposal"
 
 
@@ -35,7 +39,7 @@ class CommandProposer:
         # inside the worktree, so that a sandboxed proposer can write it; read and removed
         # before the change is collected, so it is never part of the proposal
         note = worktree / NOTE_FILE
-        note.unlink(missing_ok=True)
+        remove_entry(note)
         env = child_environment(
             allow=self.spec.env,
             extra={"RATCHET_BRIEF": str(brief_path), "RATCHET_PROPOSAL": str(note)},
@@ -53,8 +57,10 @@ class CommandProposer:
         if result.returncode != 0:
             last = lines[-1][:200] if lines else "no output"
             raise ProposalError(f"the proposer exited with code {result.returncode}: {last}")
-        fields = _read_note(note)
-        note.unlink(missing_ok=True)
+        try:
+            fields = _read_note(worktree)
+        finally:
+            remove_entry(note)
         rationale = str(fields.get("rationale") or (lines[-1] if lines else ""))
         cost = Cost(
             seconds=seconds,
@@ -67,11 +73,13 @@ class CommandProposer:
         """A command keeps its own memory: it reads the history from the brief."""
 
 
-def _read_note(note: Path) -> dict[str, Any]:
+def _read_note(worktree: Path) -> dict[str, Any]:
     try:
-        text = note.read_text(errors="replace").strip()
+        text = read_capped(worktree, NOTE_FILE, MAX_NOTE_BYTES).decode(errors="replace").strip()
     except FileNotFoundError:
         return {}
+    except Refused as why:
+        raise ProposalError(f"the proposer's note ($RATCHET_PROPOSAL): {why}") from None
     if text.startswith("{"):
         try:
             data = json.loads(text)

@@ -37,6 +37,7 @@ from optuna.samplers import TPESampler
 from optuna.trial import TrialState, create_trial
 
 from ratchet.proposers.base import Outcome, Proposal, ProposalError, ProposerContext
+from ratchet.safeio import Refused, read_capped, write_file
 from ratchet.spec import SpecError, matches
 
 _KNOB_LINE = re.compile(
@@ -103,12 +104,25 @@ def parse_knob_spec(spec: str, current: Any, where: str) -> BaseDistribution:
     return FloatDistribution(lo, hi, log=log)
 
 
+MAX_KNOB_FILE = 4 << 20  # bytes of an editable file searched for knobs
+
+
+def _text(root: Path, name: str) -> str | None:
+    """An editable file's text; None for a link, a non-regular or a too large file."""
+    try:
+        return read_capped(root, name, MAX_KNOB_FILE).decode(errors="replace")
+    except (Refused, FileNotFoundError):
+        return None
+
+
 def find_knobs(root: Path, editable: list[str], files: list[str]) -> dict[str, Knob]:
     knobs: dict[str, Knob] = {}
     for name in files:
         if not matches(name, editable):
             continue
-        text = (root / name).read_text(errors="replace")
+        text = _text(root, name)
+        if text is None:
+            continue  # no knob is tuned through a link
         for match in _KNOB_LINE.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
             where = f"{name}:{line}"
@@ -139,7 +153,7 @@ def format_value(value: Any, knob: Knob) -> str:
 def read_values(root: Path, knobs: dict[str, Knob]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for file in {k.file for k in knobs.values()}:
-        for match in _KNOB_LINE.finditer((root / file).read_text(errors="replace")):
+        for match in _KNOB_LINE.finditer(_text(root, file) or ""):
             key = f"{file}:{match['name']}"
             if key in knobs:
                 values[key] = _literal(match["value"])
@@ -148,8 +162,9 @@ def read_values(root: Path, knobs: dict[str, Knob]) -> dict[str, Any]:
 
 def write_values(root: Path, knobs: dict[str, Knob], values: dict[str, Any]) -> None:
     for file in {k.file for k in knobs.values()}:
-        path = root / file
-        text = path.read_text(errors="replace")
+        text = _text(root, file)
+        if text is None:
+            raise ProposalError(f"{file} is no longer a regular file; no knob in it is tuned")
 
         def rewrite(match: re.Match[str], file: str = file) -> str:
             key = f"{file}:{match['name']}"
@@ -157,7 +172,10 @@ def write_values(root: Path, knobs: dict[str, Knob], values: dict[str, Any]) -> 
                 return match.group(0)
             return match["head"] + format_value(values[key], knobs[key]) + match["tail"]
 
-        path.write_text(_KNOB_LINE.sub(rewrite, text))
+        try:
+            write_file(root, file, _KNOB_LINE.sub(rewrite, text).encode())
+        except Refused as why:
+            raise ProposalError(str(why)) from None
 
 
 class KnobsProposer:

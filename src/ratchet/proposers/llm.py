@@ -2,8 +2,9 @@
 
 It gets the directive, the brief and the scope's files, and may call `read_file`,
 `list_files`, `grep`, `show_experiment`, `edit` (exact search/replace, inside the scope
-only) and `finish`. A tool that fails answers the model with the error, so it can try
-again; a reply that is not usable, a model that never finishes, or a spent budget is an
+only) and `finish`. Every path goes through `ratchet.safeio`: no link is followed, and
+hidden, protected, ignored and `.git` paths are refused. A tool that fails answers the
+model with the error, so it can try again; a reply that is not usable, a model that never finishes, or a spent budget is an
 `invalid-proposal`. Transport retries (429, 5xx, timeouts, `Retry-After`) are the
 official SDK's own.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from ratchet.brief import fit_brief
 from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
 from ratchet.proposers.providers import Tool, open_chat
+from ratchet.safeio import ProposerTree, Refused, split_relative
 from ratchet.spec import matches
 
 SYSTEM = """You improve a program inside a loop that measures every change you make.
@@ -27,6 +29,7 @@ Read the brief and the files, make one focused change with the `edit` tool (exac
 search and replace, only in the editable files), then call `finish` with a one-line
 rationale. Do not repeat an idea the history shows was already tried and discarded."""
 MAX_FILE_CHARS = 20_000  # of one file shown to the model
+MAX_EDIT_BYTES = 4 << 20  # a file larger than this is not edited (it is read whole)
 MAX_GREP_LINES = 100
 MAX_BRIEF = 60_000  # characters of the brief in the prompt; older entries give way first
 
@@ -69,57 +72,94 @@ class LLMProposer:
     def __init__(self, context: ProposerContext) -> None:
         self.spec, self.scope = context.spec.proposer, context.spec.scope
         self.files = context.files
+        self.tracked = set(context.files)
         self.journal = context.state_dir / "journal.db"
         if self.spec.provider == "anthropic":
             open_chat(self.spec, "", "", [])  # a missing SDK is a spec error, said at start
 
     # what the model may see and change ------------------------------------------------
-    def _visible(self, path: str) -> bool:
-        hidden = matches(path, self.scope.protected) and not matches(path, self.scope.context)
-        return path in self.files and not hidden
+    def _read(self, tree: ProposerTree, path: str) -> str:
+        try:
+            clean = tree.check(path)
+            if clean not in self.tracked:
+                raise Refused(f"{clean} is not tracked by git")
+            text = tree.read_text(clean, MAX_FILE_CHARS * 4)  # UTF-8: up to 4 bytes a char
+        except Refused as why:
+            raise ToolError(f"not a readable project file: {why}") from None
+        return text[:MAX_FILE_CHARS]
 
-    def _read(self, worktree: Path, path: str) -> str:
-        if not self._visible(path):
-            raise ToolError(f"{path} is not a readable project file")
-        return (worktree / path).read_text(errors="replace")[:MAX_FILE_CHARS]
+    def _readable(self, tree: ProposerTree) -> tuple[list[str], list[str]]:
+        """The files the model may read, and why each other visible one is not readable."""
+        readable, skipped = [], []
+        for path in self.files:
+            try:
+                tree.check(path)
+            except Refused:
+                continue  # hidden from the model: not even its name is shown
+            why = tree.kind(path)
+            if why is None:
+                readable.append(path)
+            else:
+                skipped.append(why)
+        return readable, skipped
 
-    def _tool(self, worktree: Path, name: str, args: dict[str, Any]) -> str:
+    def _tool(self, tree: ProposerTree, name: str, args: dict[str, Any]) -> str:
         if name == "read_file":
-            return self._read(worktree, str(args.get("path", "")))
+            return self._read(tree, str(args.get("path", "")))
         if name == "list_files":
-            return "\n".join(f for f in self.files if self._visible(f))
+            readable, skipped = self._readable(tree)
+            return "\n".join(readable + [f"(not readable: {why})" for why in skipped])
         if name == "grep":
             try:
                 pattern = re.compile(str(args.get("pattern", "")))
             except re.error as error:
                 raise ToolError(f"not a regular expression: {error}") from None
-            hits = [f"{f}:{n}: {line}" for f in self.files if self._visible(f)
-                    for n, line in enumerate(self._read(worktree, f).splitlines(), 1)
-                    if pattern.search(line)]  # fmt: skip
-            return "\n".join(hits[:MAX_GREP_LINES]) or "no match"
+            readable, skipped = self._readable(tree)
+            hits = []
+            for path in readable:
+                try:
+                    text = self._read(tree, path)
+                except ToolError as error:  # changed since it was listed
+                    skipped.append(str(error))
+                    continue
+                hits += [f"{path}:{n}: {line}" for n, line in enumerate(text.splitlines(), 1)
+                         if pattern.search(line)]  # fmt: skip
+            found = "\n".join(hits[:MAX_GREP_LINES]) or "no match"
+            return "\n".join([found] + [f"(not searched: {why})" for why in skipped])
         if name == "show_experiment":
             return self._experiment(int(args.get("id", 0)))
         if name == "edit":
-            return self._edit(worktree, args)
+            return self._edit(tree, args)
         raise ToolError(f"no tool named {name!r}")
 
-    def _edit(self, worktree: Path, args: dict[str, Any]) -> str:
-        path, search = str(args.get("path", "")), str(args.get("search", ""))
-        if not matches(path, self.scope.editable):
-            raise ToolError(
-                f"{path} is outside the editable scope ({', '.join(self.scope.editable)})"
-            )
-        target = worktree / path
-        text = target.read_text() if target.exists() else ""
-        if search == "" and not text:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(str(args.get("replace", "")))
-            return f"created {path}"
-        if text.count(search) != 1:
-            raise ToolError(f"the search text occurs {text.count(search)} times in {path}; "
-                            "it must occur exactly once")  # fmt: skip
-        target.write_text(text.replace(search, str(args.get("replace", "")), 1))
+    def _edit(self, tree: ProposerTree, args: dict[str, Any]) -> str:
+        search = str(args.get("search", ""))
+        path = self._editable(str(args.get("path", "")))
+        try:
+            text = tree.read_whole(path, MAX_EDIT_BYTES)
+            if search == "" and not text:
+                tree.write_text(path, str(args.get("replace", "")))
+                return f"created {path}"
+            text = text or ""
+            if text.count(search) != 1:
+                raise ToolError(f"the search text occurs {text.count(search)} times in {path}; "
+                                "it must occur exactly once")  # fmt: skip
+            tree.write_text(path, text.replace(search, str(args.get("replace", "")), 1))
+        except Refused as why:
+            raise ToolError(f"cannot edit: {why}") from None
         return f"edited {path}"
+
+    def _editable(self, path: str) -> str:
+        """`path`, normalized, if it is in the editable scope."""
+        try:
+            clean = "/".join(split_relative(path))
+        except Refused as why:
+            raise ToolError(str(why)) from None
+        if not matches(clean, self.scope.editable):
+            raise ToolError(
+                f"{clean} is outside the editable scope ({', '.join(self.scope.editable)})"
+            )
+        return clean
 
     def _experiment(self, experiment: int) -> str:
         db = sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True)
@@ -139,8 +179,9 @@ class LLMProposer:
     def propose(self, worktree: Path, brief_path: Path) -> Proposal:
         started = time.monotonic()
         brief = json.loads(brief_path.read_text())
-        scope_files = [f for f in self.files if matches(f, self.scope.editable)]
-        shown = "\n\n".join(f"--- {f}\n{self._read(worktree, f)}" for f in scope_files)
+        tree = ProposerTree(worktree, self.scope, self.files)
+        shown = "\n\n".join(f"--- {f}\n{self._shown(tree, f)}"
+                             for f in self.files if matches(f, self.scope.editable))  # fmt: skip
         user = f"Brief:\n{fit_brief(brief, MAX_BRIEF)}\n\nEditable files:\n{shown}"
         chat = open_chat(self.spec, SYSTEM, user, TOOLS)
         tokens_in = tokens_out = 0
@@ -159,7 +200,7 @@ class LLMProposer:
                                     f"{str(error)[:200]}") from None  # fmt: skip
             tokens_in, tokens_out = tokens_in + turn.tokens_in, tokens_out + turn.tokens_out
             if not turn.calls:
-                applied = self._apply_reply(worktree, turn.text)
+                applied = self._apply_reply(tree, turn.text)
                 if applied is not None:
                     return Proposal(applied, self._cost(started, tokens_in, tokens_out))
                 chat.say("Use the tools: edit, then finish.")
@@ -173,14 +214,20 @@ class LLMProposer:
                     if call.name == "finish":
                         rationale = str(args.get("rationale", "")).strip() or "(no rationale)"
                         return Proposal(rationale, self._cost(started, tokens_in, tokens_out))
-                    result = self._tool(worktree, call.name, args)
+                    result = self._tool(tree, call.name, args)
                 except (ToolError, ValueError, OSError) as error:
                     result = f"error: {error}"
                 results.append((call.id, result))
             chat.answer(results)
         raise ProposalError(f"the model did not call finish within {self.spec.max_turns} turns")
 
-    def _apply_reply(self, worktree: Path, content: str) -> str | None:
+    def _shown(self, tree: ProposerTree, path: str) -> str:
+        try:
+            return self._read(tree, path)
+        except ToolError as error:  # a link or a folder in the scope: said, not fatal
+            return f"({error})"
+
+    def _apply_reply(self, tree: ProposerTree, content: str) -> str | None:
         """Apply a tool-less reply: SEARCH/REPLACE blocks, or else whole files.
 
         Its first line is the rationale. None when the reply holds neither. A block
@@ -195,16 +242,18 @@ class LLMProposer:
             args = {"path": block["path"].strip(), "search": block["search"],
                     "replace": block["replace"]}  # fmt: skip
             try:
-                self._edit(worktree, args)
-            except (ToolError, OSError) as error:
+                self._edit(tree, args)
+            except (ToolError, OSError, ValueError) as error:
                 raise ProposalError(f"a SEARCH/REPLACE block did not apply: {error}") from None
         for whole in wholes:
             path = whole["path"].strip().strip("*`'\":")
             if not matches(path, self.scope.editable):
                 raise ProposalError(f"the reply rewrites {path}, outside the editable scope "
                                     f"({', '.join(self.scope.editable)})")  # fmt: skip
-            (worktree / path).parent.mkdir(parents=True, exist_ok=True)
-            (worktree / path).write_text(whole["content"])
+            try:
+                tree.write_text(path, whole["content"])
+            except (Refused, OSError) as error:
+                raise ProposalError(f"the reply's new {path} was not written: {error}") from None
         first = (blocks or wholes)[0]
         before = content[: first.start()].strip().splitlines()
         return before[0].strip()[:200] if before else "(the model's reply, without a rationale)"

@@ -187,7 +187,32 @@ def _entry_paths(entry: Path, env: Mapping[str, str], homes: list[Path]) -> tupl
     return found, managed
 
 
+_ENV_KEYS = ("PATH", "PYTHONPATH", "HOME", "PYENV_ROOT", "RUSTUP_HOME")
+_FOUND: dict[tuple[object, ...], list[Path]] = {}
+
+
 def toolchain_paths(env: Mapping[str, str], homes: list[Path]) -> list[Path]:
+    """`find_toolchain_paths`, remembered while the environment and every PATH folder
+    are unchanged: scanning PATH for links and scripts costs tens of milliseconds, and
+    it runs before every sandboxed command. A folder's mtime moves when an entry is
+    added, removed or renamed in it, which is how a newly installed tool shows up."""
+    entries = [p for p in env.get("PATH", "").split(os.pathsep) if p.startswith("/")]
+    stamps = []
+    for entry in entries:
+        try:
+            stamps.append(os.stat(entry).st_mtime_ns)
+        except OSError:
+            stamps.append(-1)
+    key = (*(env.get(k) for k in _ENV_KEYS), tuple(homes), tuple(stamps))
+    found = _FOUND.get(key)
+    if found is None:  # slots' threads may both compute it: the same answer, no harm
+        found = find_toolchain_paths(env, homes)
+        _FOUND.clear()  # one environment at a time is the common case: keep memory flat
+        _FOUND[key] = found
+    return list(found)
+
+
+def find_toolchain_paths(env: Mapping[str, str], homes: list[Path]) -> list[Path]:
     """Every host path outside the system part that the command needs to start.
 
     For each PATH entry outside `/usr`: the entry, what `_entry_paths` adds, and for each

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ratchet.private import write_private
+
 HEAD_BYTES = 4 * 1024  # the start of the output: how the command began
 TAIL_BYTES = 16 * 1024  # the end of the output: where metrics and tracebacks are
 READ_CHUNK = 64 * 1024
@@ -112,7 +114,7 @@ def run_process(
     assert proc.stdout is not None
     pgid = proc.pid  # a new session's leader: its pid is the group id
     if pidfile is not None:
-        pidfile.write_text(str(pgid))
+        write_private(pidfile, str(pgid))
     output = CappedOutput()
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
