@@ -251,7 +251,6 @@ def resume(root: Path, proposer: str) -> dict[str, float]:
         (root / "ratchet.toml").write_text(spec)
         git(root, "commit", "-q", "-am", "bench: the proposer")
     db_path = root / ".ratchet" / "journal.db"
-    before = newest(db_path)
     decided = sqlite3.connect(db_path).execute(
         "SELECT COUNT(*) FROM experiments WHERE decision IS NOT NULL").fetchone()[0]  # fmt: skip
     env = {**os.environ, **GIT_ENV}
