@@ -47,7 +47,11 @@ def make_console() -> Console:
 
     if sys.stdout.isatty():
         return Console()
-    return Console(width=UNWRAPPED, soft_wrap=True)
+    # not a terminal to rich either (so `run` prints plain lines, not a live view), with
+    # colours only when asked for (https://force-color.org)
+    colours = bool(os.environ.get("FORCE_COLOR"))
+    return Console(width=UNWRAPPED, soft_wrap=True, force_terminal=False,
+                   color_system="standard" if colours else None)  # fmt: skip
 
 
 class _FirstUse:

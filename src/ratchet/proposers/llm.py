@@ -215,7 +215,7 @@ class LLMProposer:
                     raise ProposalError(f"the model's endpoint {self.url} cannot be reached "
                                         f"({type(error).__name__}: {str(error)[:200]}); the "
                                         f"next proposal tries it in {delay:.0f}s") from None  # fmt: skip
-                raise ProposalError(f"the model's endpoint {self.url} failed: "
+                raise ProposalError(f"the model's endpoint failed ({self.url}): "
                                     f"{type(error).__name__}: {str(error)[:200]}") from None  # fmt: skip
             BACKOFF.reached(self.url)
             tokens_in, tokens_out = tokens_in + turn.tokens_in, tokens_out + turn.tokens_out
