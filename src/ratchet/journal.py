@@ -93,6 +93,8 @@ PROPOSER_INDEX = (
 START_INDEX = (
     "CREATE INDEX IF NOT EXISTS experiments_by_start ON experiments(run, started_at, id, ended_at)"
 )
+# a proposer's best experiments, read in value order
+VALUE_INDEX = "CREATE INDEX IF NOT EXISTS experiments_by_value ON experiments(run, value, decision)"
 CONFIRM_INDEX = (
     "CREATE INDEX IF NOT EXISTS measurements_by_status ON measurements(status, experiment)"
 )
@@ -252,6 +254,7 @@ class Journal:
         self.db.execute(PROPOSER_INDEX)
         self.db.execute(CONFIRM_INDEX)
         self.db.execute(START_INDEX)
+        self.db.execute(VALUE_INDEX)
         return None
 
     def _check(self) -> str | None:
