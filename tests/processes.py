@@ -59,6 +59,7 @@ def wait_dead(pid: int, timeout: float = 30) -> bool:
 
 
 _PR_SET_CHILD_SUBREAPER = 36
+_BEFORE: set[int] = set()  # this process's descendants when `adopting` began
 
 
 def _parents() -> dict[int, tuple[int, str]]:
@@ -84,7 +85,8 @@ def living_descendants() -> list[int]:
     while frontier:
         parent = frontier.pop()
         for pid, (ppid, state) in table.items():
-            if ppid == parent and pid != me:
+            # what ran before `adopting` began (a session's docker daemon) is not the test's
+            if ppid == parent and pid != me and pid not in _BEFORE:
                 frontier.append(pid)
                 if state not in {"Z", "X"}:
                     found.append(pid)
@@ -112,6 +114,7 @@ def adopting() -> Iterator[None]:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         pytest.skip("prctl(PR_SET_CHILD_SUBREAPER) is not permitted here")
+    _BEFORE.update(living_descendants())
     try:
         yield
     finally:
@@ -120,6 +123,7 @@ def adopting() -> Iterator[None]:
                 os.kill(pid, signal.SIGKILL)
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
         _reap()
+        _BEFORE.clear()
 
 
 def _reap() -> None:

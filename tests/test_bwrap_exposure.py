@@ -24,7 +24,7 @@ import pytest
 from conftest import git, make_project, ratchet
 from ratchet.sandbox import ProcessResult
 from ratchet.sandbox import bwrap as bwrap_module
-from ratchet.sandbox.bwrap import BwrapSandbox, bwrap_check
+from ratchet.sandbox.bwrap import BwrapSandbox, bwrap_check, run_bwrap_check
 
 
 def _skip_reason() -> str | None:
@@ -257,7 +257,7 @@ def test_the_self_check_catches_a_socket_or_file_in_reach(
         "toolchain_paths",
         lambda env, homes: [*real(env, homes), Path("/tmp"), Path.home()],
     )
-    ok, why, proofs = bwrap_check.__wrapped__("bwrap", False)
+    ok, why, proofs = run_bwrap_check.__wrapped__(shutil.which("bwrap"), False)
     assert not ok and proofs == ()
     assert why.startswith(("a file on the host was readable inside: /tmp/", "a Unix socket")), why
 

@@ -258,16 +258,23 @@ def _plant(folder: Path, stack: contextlib.ExitStack) -> list[Path]:
     return [secret, sock]
 
 
-@functools.cache
 def bwrap_check(executable: str, network: bool) -> tuple[bool, str, tuple[str, ...]]:
+    """`run_bwrap_check` on the program `executable` names on PATH now, cached per
+    program: a check remembered for one PATH never answers for another."""
+    found = shutil.which(executable)
+    if found is None:
+        return False, f"{executable} not found on PATH (Debian/Ubuntu package: bubblewrap)", ()
+    return run_bwrap_check(found, network)
+
+
+@functools.cache
+def run_bwrap_check(executable: str, network: bool) -> tuple[bool, str, tuple[str, ...]]:
     """Tiny commands in a temporary worktree under /tmp: a write inside must land on the
     host, a write beside it must not; a file and a listening Unix socket planted beside
     it and under $HOME (when $HOME is writable) must be unreadable and unreachable; and,
     without `network`, a connection to a listener on the host's 127.0.0.1 must fail.
     Whether it passed, one line of reason, and what it proved.
     """
-    if shutil.which(executable) is None:
-        return False, f"{executable} not found on PATH (Debian/Ubuntu package: bubblewrap)", ()
     with contextlib.ExitStack() as stack:
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ratchet-bwrap-")))
         work, outside = base / "work", base / "outside.txt"
