@@ -60,10 +60,20 @@ class _FirstUse:
     def __init__(self) -> None:
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def _made(self) -> Console:
         if self._console is None:
             self._console = make_console()
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    # a live display enters the console: special methods are not found by __getattr__
+    def __enter__(self) -> Console:
+        return self._made().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._made().__exit__(*exc)
 
 
 console = cast("Console", _FirstUse())
