@@ -38,10 +38,16 @@ class History:
 
     @classmethod
     def load(cls, journal: Journal, run: str) -> History:
+        """The window a brief shows, read without patches and, for the older compact
+        lines, without decoding rows: a resume after 100,000 experiments reads as much
+        as after 5,200."""
         history = cls()
-        for record in journal.experiments(run, limit=HISTORY_LIMIT + EARLIER_LIMIT):
-            if record.decision is not None:
-                history._append(record)
+        for id_, decision, rationale in reversed(
+            journal.decided(run, EARLIER_LIMIT, skip=HISTORY_LIMIT)
+        ):
+            history.earlier.append(_compact(id_, decision, rationale))
+        for record in journal.recent_decided(run, HISTORY_LIMIT):
+            history.entries.append((_entry(record), _compact_entry(record)))
         for record in reversed(journal.failures(run, FAILURE_LIMIT)):
             history.failures.append(_failure(record, journal.last_output(record.id)))
         return history
@@ -75,10 +81,12 @@ def _entry(record: ExperimentRecord) -> str:
 
 
 def _compact_entry(record: ExperimentRecord) -> str:
-    rationale = (record.rationale or "").strip().splitlines()[:1]
-    return json.dumps(
-        [record.id, record.decision, rationale[0][:EARLIER_RATIONALE] if rationale else ""]
-    )
+    return _compact(record.id, record.decision, record.rationale)
+
+
+def _compact(experiment: int, decision: str | None, rationale: str | None) -> str:
+    first = (rationale or "").strip().splitlines()[:1]
+    return json.dumps([experiment, decision, first[0][:EARLIER_RATIONALE] if first else ""])
 
 
 def _failure(record: ExperimentRecord, output: str) -> str:

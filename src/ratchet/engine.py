@@ -39,6 +39,9 @@ from ratchet.workspace import GitError, Slot
 JOURNAL_FILE = "journal.db"
 RESULTS_FILE = "results.tsv"
 BASELINE_REPEATS = 3  # the baseline is measured this often: the first estimate of the noise
+# what a proposer is told of the history at its start (a knobs study replays them):
+# bounded, so that a resume after 100,000 experiments starts as fast as after 100
+TRIALS_RECENT, TRIALS_BEST = 500, 100
 
 
 def state_dir(project: Path) -> Path:
@@ -293,7 +296,7 @@ class Engine(ExperimentStages):
     def _make_proposer(self, slot: Slot) -> Proposer:
         if self.own_proposer is not None:
             return self.own_proposer
-        history = self.journal.experiments(self.name)
+        history = self.journal.trials(self.name, TRIALS_RECENT, TRIALS_BEST)
         files = workspace.tracked_files(slot.path)
         context = ProposerContext(
             self.spec, self.project, slot.path, files, history, self.proposer_sandbox, self.state

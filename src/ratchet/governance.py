@@ -94,11 +94,7 @@ def keeps(journal: Journal, run: str) -> list[ExperimentRecord]:
     """The run's keeps after its baseline, oldest first."""
     baseline = journal.baseline(run)
     first = baseline.id if baseline is not None else None
-    return [
-        r
-        for r in journal.iter_experiments(run)
-        if r.decision == Decision.KEEP and not r.is_baseline and r.id != first
-    ]
+    return [r for r in journal.keeps(run) if not r.is_baseline and r.id != first]
 
 
 def _keep(journal: Journal, experiment: int) -> ExperimentRecord:

@@ -7,7 +7,9 @@ restart can tell what was in flight and mark it `interrupted`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -77,6 +79,33 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL DEFAULT '{}'
 );
 """
+
+JOURNAL_FILE = "journal.db"
+# what views and summaries read of every experiment, in one index: counting or
+# listing a run of 100,000 experiments never reads their patches (stored in the rows)
+SUMMARY_INDEX = (
+    "CREATE INDEX IF NOT EXISTS experiments_summary ON experiments(run, id, decision,"
+    " proposer, value, cost_usd, started_at, ended_at)"
+)
+PROPOSER_INDEX = (
+    "CREATE INDEX IF NOT EXISTS experiments_by_proposer ON experiments(run, proposer, id)"
+)
+# the union of experiments' spans (a run's elapsed time) is read in start order
+START_INDEX = (
+    "CREATE INDEX IF NOT EXISTS experiments_by_start ON experiments(run, started_at, id, ended_at)"
+)
+# a proposer's best experiments, read in value order
+VALUE_INDEX = "CREATE INDEX IF NOT EXISTS experiments_by_value ON experiments(run, value, decision)"
+CONFIRM_INDEX = (
+    "CREATE INDEX IF NOT EXISTS measurements_by_status ON measurements(status, experiment)"
+)
+# every column but the patch, for lists that do not show it (the record's patch is "")
+_WITHOUT_PATCH = (
+    "id, run, slot, parent, commit_sha, proposer, rationale, '' AS patch, files, meta,"
+    " cost_seconds, cost_tokens, cost_usd, stage, decision, why, value, metrics, duration,"
+    " started_at, ended_at, holdout, patch_hash"
+)
+CHECKED_SUFFIX = ".checked"  # beside the journal: its file as a verified run left it
 
 TSV_COLUMNS_AFTER_METRIC = ["memory_gb", "status", "description"]
 TSV_OWN_COLUMNS = [
@@ -178,6 +207,8 @@ class Journal:
         damaged file raises `JournalDamaged` before anything is written into it."""
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self.path = path
+        self.verified = verify
+        self.full_check = False  # whether opening it read every page (see `_check`)
         # SQLite gives the -wal and -shm files the database's own mode: 0600 throughout
         create_private(path)
         for suffix in ("-wal", "-shm"):
@@ -200,10 +231,10 @@ class Journal:
     def _open(self, verify: bool) -> str | None:
         """Set the journal up; what is wrong with the file, if `verify` finds anything."""
         self.db.row_factory = sqlite3.Row
-        if verify:  # reads every page once: a malformed file is found before a write
-            problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                return f"database disk image is malformed: {problems[0]}"
+        if verify:
+            problem = self._check()
+            if problem is not None:
+                return problem
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
@@ -215,10 +246,56 @@ class Journal:
         self.db.execute(
             "CREATE INDEX IF NOT EXISTS experiments_by_patch ON experiments(run, patch_hash)"
         )
+        self.db.execute(SUMMARY_INDEX)  # built once, on the first open by this ratchet
+        self.db.execute(PROPOSER_INDEX)
+        self.db.execute(CONFIRM_INDEX)
+        self.db.execute(START_INDEX)
+        self.db.execute(VALUE_INDEX)
         return None
 
+    def _check(self) -> str | None:
+        """What is wrong with the file, before anything is written into it.
+
+        The full check reads every page (seconds on a journal of 100,000 experiments), so
+        it is done only when the file is not as a verified run left it when it closed
+        (a crash, a copy, a change from outside, a journal never checked); otherwise
+        reading its schema (the header and the first pages) is check enough.
+        """
+        self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        if self._checked_stamp() == self._stamp():
+            return None
+        self.full_check = True
+        problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            return f"database disk image is malformed: {problems[0]}"
+        return None
+
+    def _stamp(self) -> str:
+        """The journal file's size, change time and inode, and its WAL's size (0 when
+        every write is in the file)."""
+        info = os.stat(self.path)
+        try:
+            wal = os.stat(self.path.with_name(self.path.name + "-wal")).st_size
+        except FileNotFoundError:
+            wal = 0
+        return f"{info.st_size} {info.st_mtime_ns} {info.st_ino} {wal}"
+
+    def _checked_stamp(self) -> str | None:
+        try:
+            return self.path.with_name(self.path.name + CHECKED_SUFFIX).read_text().strip()
+        except OSError:
+            return None
+
     def close(self) -> None:
+        whole = False
+        if self.verified:  # a run's journal, verified when it opened: checkpointed whole?
+            with contextlib.suppress(sqlite3.Error):
+                busy, left, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                whole = busy == 0 and left == 0
         self.db.close()
+        if whole:  # as this run leaves it: the next run's check can be the cheap one
+            with contextlib.suppress(OSError):
+                write_private(self.path.with_name(self.path.name + CHECKED_SUFFIX), self._stamp())
 
     # runs ---------------------------------------------------------------------------
     def run(self, name: str) -> RunRecord | None:
@@ -352,10 +429,11 @@ class Journal:
         return ExperimentRecord.from_row(row) if row else None
 
     def experiments(
-        self, run: str | None = None, limit: int | None = None
+        self, run: str | None = None, limit: int | None = None, patches: bool = True
     ) -> list[ExperimentRecord]:
-        """A run's experiments, oldest first; with `limit`, only the newest ones."""
-        query = "SELECT * FROM experiments"
+        """A run's experiments, oldest first; with `limit`, only the newest ones; without
+        `patches`, each record's patch is "" (lists that do not show them)."""
+        query = f"SELECT {'*' if patches else _WITHOUT_PATCH} FROM experiments"
         args: list[Any] = []
         if run is not None:
             query += " WHERE run = ?"
@@ -367,9 +445,64 @@ class Journal:
         rows = [ExperimentRecord.from_row(r) for r in self.db.execute(query, args)]
         return rows[::-1] if limit else rows
 
-    def iter_experiments(self, run: str) -> Iterator[ExperimentRecord]:
-        for row in self.db.execute("SELECT * FROM experiments WHERE run = ? ORDER BY id", (run,)):
+    def iter_experiments(self, run: str, patches: bool = True) -> Iterator[ExperimentRecord]:
+        columns = "*" if patches else _WITHOUT_PATCH
+        query = f"SELECT {columns} FROM experiments WHERE run = ? ORDER BY id"
+        for row in self.db.execute(query, (run,)):
             yield ExperimentRecord.from_row(row)
+
+    def decided(self, run: str, limit: int, skip: int = 0) -> list[tuple[int, str, str]]:
+        """(id, decision, rationale) of the run's decided experiments, newest first,
+        past the newest `skip`: a long history's compact lines, no row decoded whole."""
+        rows = self.db.execute(
+            "SELECT id, decision, rationale FROM experiments WHERE run = ?"
+            " AND decision IS NOT NULL ORDER BY id DESC LIMIT ? OFFSET ?",
+            (run, limit, skip),
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def recent_decided(self, run: str, limit: int) -> list[ExperimentRecord]:
+        """The run's `limit` newest decided experiments, oldest first, without patches."""
+        rows = self.db.execute(
+            f"SELECT {_WITHOUT_PATCH} FROM experiments WHERE run = ? AND decision IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?",
+            (run, limit),
+        ).fetchall()
+        return [ExperimentRecord.from_row(r) for r in reversed(rows)]
+
+    def keeps(self, run: str) -> list[ExperimentRecord]:
+        """The run's keeps (the baseline's included), oldest first."""
+        rows = self.db.execute(
+            "SELECT * FROM experiments WHERE run = ? AND decision = 'keep' ORDER BY id", (run,)
+        ).fetchall()
+        return [ExperimentRecord.from_row(r) for r in rows]
+
+    def trials(self, run: str, recent: int, best: int) -> list[ExperimentRecord]:
+        """What a proposer learns from at its start, whatever the history's length: the
+        `recent` newest decided experiments, the `best` measured ones by value, and the
+        incumbent; oldest first, without patches."""
+        record = self.run(run)
+        order = "DESC" if record is not None and record.goal == "maximize" else "ASC"
+        ids = [row[0] for row in self.db.execute(
+            "SELECT id FROM experiments WHERE run = ? AND decision IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?", (run, recent))]  # fmt: skip
+        ids += [row[0] for row in self.db.execute(
+            "SELECT id FROM experiments WHERE run = ? AND value IS NOT NULL AND decision IN"
+            f" ('keep', 'discard', 'duplicate', 'stale') ORDER BY value {order} LIMIT ?",
+            (run, best))]  # fmt: skip
+        incumbent = self.db.execute(
+            "SELECT id FROM experiments WHERE run = ? AND decision = 'keep' ORDER BY id DESC"
+            " LIMIT 1",
+            (run,),
+        ).fetchone()
+        ids += [incumbent[0]] if incumbent else []
+        chosen = sorted(set(ids))
+        rows = self.db.execute(
+            f"SELECT {_WITHOUT_PATCH} FROM experiments WHERE id IN"
+            f" ({', '.join('?' * len(chosen))}) ORDER BY id",
+            chosen,
+        ).fetchall()
+        return [ExperimentRecord.from_row(r) for r in rows]
 
     def incumbent(self, run: str) -> ExperimentRecord | None:
         row = self.db.execute(
@@ -391,8 +524,9 @@ class Journal:
         return ExperimentRecord.from_row(row) if row else None
 
     def failures(self, run: str, limit: int) -> list[ExperimentRecord]:
+        """The run's newest failures, without patches."""
         rows = self.db.execute(
-            "SELECT * FROM experiments WHERE run = ? AND decision NOT IN"
+            f"SELECT {_WITHOUT_PATCH} FROM experiments WHERE run = ? AND decision NOT IN"
             " ('keep', 'discard', 'no-change', 'duplicate', 'interrupted') ORDER BY id DESC LIMIT ?",
             (run, limit),
         ).fetchall()
@@ -441,10 +575,17 @@ class Journal:
         return [(row[0], row[1]) for row in rows]
 
     def measurement_rows(self, run: str) -> list[tuple[int, str, float, int]]:
-        """(experiment, status, value, seed) of every measurement with a value, oldest first."""
+        """(experiment, status, value, seed) of every measurement with a value, oldest
+        first, of the experiments a resumed judge needs: the baseline, the keeps and those
+        confirmed (as many as the run's keeps, not its experiments; through indexes)."""
         rows = self.db.execute(
-            "SELECT m.experiment, m.status, m.value, m.seed FROM measurements m JOIN experiments e"
-            " ON e.id = m.experiment WHERE e.run = ? AND m.value IS NOT NULL ORDER BY m.id",
+            "SELECT m.experiment, m.status, m.value, m.seed FROM measurements m"
+            " WHERE m.value IS NOT NULL AND m.experiment IN ("
+            " SELECT id FROM experiments WHERE run = ?1 AND decision = 'keep'"
+            " UNION SELECT id FROM experiments WHERE run = ?1 AND proposer = 'baseline'"
+            " UNION SELECT c.experiment FROM measurements c JOIN experiments e"
+            " ON e.id = c.experiment WHERE c.status = 'confirm' AND e.run = ?1)"
+            " ORDER BY m.id",
             (run,),
         ).fetchall()
         return [(row[0], row[1], row[2], row[3]) for row in rows]
@@ -563,10 +704,71 @@ def tsv_row(record: ExperimentRecord) -> str:
     return "\t".join(_cell(c) for c in cells) + "\n"
 
 
-def export_tsv(journal: Journal, run: str, metric: str, path: Path) -> None:
-    """Write the whole run's `results.tsv` afresh (atomically)."""
-    rows = (tsv_row(r) for r in journal.iter_experiments(run) if r.decision is not None)
-    write_private(path, tsv_header(metric) + "".join(rows))
+def export_tsv(journal: Journal, run: str, metric: str, path: Path, force: bool = False) -> None:
+    """Bring the run's `results.tsv` up to date with the journal, as a run starts.
+
+    Each decision is appended as it is made, so the file is usually complete: then its
+    rows are only counted. Decisions it lacks (a kill between the journal and the file,
+    experiments marked interrupted at this start) are appended; a file that is missing,
+    of another metric or holding rows the journal does not is written afresh.
+    """
+    header = tsv_header(metric)
+    decided = journal.db.execute(
+        "SELECT COUNT(*) FROM experiments WHERE run = ? AND decision IS NOT NULL", (run,)
+    ).fetchone()[0]
+    if not force:
+        try:
+            written = _tsv_rows(path, header)
+        except OSError:
+            written = None
+        if written == decided:
+            return
+        if written is not None and written < decided:
+            missing = _missing_from_tsv(journal, run, path)
+            if missing is not None and len(missing) == decided - written:
+                with open_appending(path) as handle:
+                    for record in missing:
+                        handle.write(tsv_row(record))
+                return
+    rows = (tsv_row(r) for r in journal.iter_experiments(run, patches=False) if r.decision)
+    write_private(path, header + "".join(rows))
+
+
+def _tsv_rows(path: Path, header: str) -> int | None:
+    """How many rows `results.tsv` holds, counted without parsing them; None when its
+    header is not `header` (another metric, or not ratchet's file)."""
+    with path.open("rb") as handle:
+        if handle.readline().decode(errors="replace") != header:
+            return None
+        rows = 0
+        while chunk := handle.read(1 << 20):
+            rows += chunk.count(b"\n")
+        return rows
+
+
+def _missing_from_tsv(journal: Journal, run: str, path: Path) -> list[ExperimentRecord] | None:
+    """The decided experiments `results.tsv` lacks; None when it has rows the journal
+    does not know (then it is written afresh)."""
+    column = tsv_header("metric").rstrip("\n").split("\t").index("experiment")
+    seen: set[int] = set()
+    with path.open(errors="replace") as handle:
+        next(handle, None)
+        for line in handle:
+            cells = line.split("\t")
+            if len(cells) <= column or not cells[column].isdigit():
+                return None
+            seen.add(int(cells[column]))
+    missing, known = [], 0
+    for (experiment,) in journal.db.execute(  # the summary index alone: no row is read
+        "SELECT id FROM experiments WHERE run = ? AND decision IS NOT NULL ORDER BY id", (run,)
+    ):
+        if experiment in seen:
+            known += 1
+        else:
+            missing.append(experiment)
+    if known != len(seen):
+        return None
+    return [r for r in map(journal.experiment, missing) if r is not None]
 
 
 def append_tsv(record: ExperimentRecord, path: Path) -> None:

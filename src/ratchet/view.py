@@ -12,7 +12,6 @@ from collections import deque
 from typing import TextIO
 
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -101,6 +100,8 @@ class LiveView:
         self.baseline: ExperimentRecord | None = None
         self.counts = {"experiments": 0, "keeps": 0}
         self.stopped: str | None = None
+        from rich.live import Live  # only a run on a terminal needs it
+
         self.live = Live(
             console=console, get_renderable=self.render, refresh_per_second=4, transient=False
         )

@@ -6,23 +6,26 @@ import contextlib
 import functools
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import click
 import typer
-from rich.console import Console
 
-from ratchet import workspace
 from ratchet.errors import RunError, UsageError, machine_failure
-from ratchet.journal import Journal
 from ratchet.plaintext import visible
-from ratchet.spec import Spec, parse_duration
+
+if TYPE_CHECKING:  # imported where used: `ratchet --help` and `status` stay quick
+    from rich.console import Console
+
+    from ratchet.journal import Journal
+    from ratchet.spec import Spec
 
 app = typer.Typer(
     name="ratchet",
@@ -32,7 +35,48 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console()
+STATE_DIR = ".ratchet"  # workspace.STATE_DIR, without importing pygit2 for it
+UNWRAPPED = 1 << 20  # the width of a console that is not a terminal: lines never wrap
+
+
+def make_console() -> Console:
+    """rich's console for stdout. On a terminal, its width and colours; elsewhere (a pipe,
+    a file) lines are not wrapped and not coloured, unless FORCE_COLOR asks for colours
+    (NO_COLOR, as rich reads it, takes them away anywhere)."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    # not a terminal to rich either (so `run` prints plain lines, not a live view), with
+    # colours only when asked for (https://force-color.org)
+    colours = bool(os.environ.get("FORCE_COLOR"))
+    return Console(width=UNWRAPPED, soft_wrap=True, force_terminal=False,
+                   color_system="standard" if colours else None)  # fmt: skip
+
+
+class _FirstUse:
+    """The console, made when a command first prints (importing rich takes a while)."""
+
+    def __init__(self) -> None:
+        self._console: Console | None = None
+
+    def _made(self) -> Console:
+        if self._console is None:
+            self._console = make_console()
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    # a live display enters the console: special methods are not found by __getattr__
+    def __enter__(self) -> Console:
+        return self._made().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._made().__exit__(*exc)
+
+
+console = cast("Console", _FirstUse())
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 NameOption = Annotated[
     str | None, typer.Option("--name", help="The run (default: [run] name in the spec).")
@@ -66,7 +110,9 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
                 fail(machine, 1)
             if isinstance(error, UsageError):
                 fail(str(error), 2)
-            if isinstance(error, (RunError, workspace.GitError)):
+            from ratchet.workspace import GitError
+
+            if isinstance(error, (RunError, GitError)):
                 fail(str(error), 1)
             log = _log_internal_error(error)
             fail(
@@ -86,6 +132,8 @@ def _first_line(error: BaseException) -> str:
 def _log_internal_error(error: BaseException) -> str:
     """Write the traceback under `.ratchet/logs/` (or the temporary folder outside a
     project); the path as the user can open it."""
+    from ratchet import workspace
+
     text = "".join(traceback.format_exception(error))
     name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     folders = []
@@ -108,14 +156,22 @@ def _log_internal_error(error: BaseException) -> str:
 
 
 def _project() -> Path:
+    """The project: the git repository around the working directory. Asked of git
+    directly, not through `workspace` (which imports pygit2 and the spec's models,
+    most of a reading command's time)."""
     try:
-        return workspace.project_root(Path.cwd())
-    except workspace.GitError as error:
-        raise UsageError(str(error)) from None
+        found = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=Path.cwd(),
+                               capture_output=True, text=True, check=False)  # fmt: skip
+    except (FileNotFoundError, NotADirectoryError):
+        found = None
+    if found is None or found.returncode != 0:
+        raise UsageError(f"{Path.cwd()} is not inside a git repository; run 'git init' first")
+    return Path(found.stdout.strip())
 
 
 def _spec(project: Path) -> Spec:
     """The project's spec, checked against the files of its current commit."""
+    from ratchet import workspace
     from ratchet.spec import load_spec
 
     files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
@@ -123,11 +179,14 @@ def _spec(project: Path) -> Spec:
 
 
 def _journal(project: Path) -> Journal:
-    from ratchet.engine import JOURNAL_FILE, open_journal, state_dir
+    """The journal, to read (not the engine's import: reading commands stay quick)."""
+    from ratchet.journal import JOURNAL_FILE, Journal
+    from ratchet.private import private_dir
 
-    if not (state_dir(project) / JOURNAL_FILE).exists():
+    state = project / STATE_DIR
+    if not (state / JOURNAL_FILE).exists():
         raise UsageError("no runs yet in this project; start one with 'ratchet run'")
-    return open_journal(project)  # tightens what an older ratchet left readable
+    return Journal(private_dir(state) / JOURNAL_FILE)  # tightens what an older one left
 
 
 def _run_name(journal: Journal, name: str | None) -> str:
@@ -145,6 +204,8 @@ def _run_name(journal: Journal, name: str | None) -> str:
 def _duration(value: str | None, option: str) -> float | None:
     if value is None:
         return None
+    from ratchet.spec import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as error:

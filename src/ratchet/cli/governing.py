@@ -5,9 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.syntax import Syntax
-from rich.table import Table
-from rich.text import Text
 
 from ratchet.cli.common import (
     JsonFlag,
@@ -43,6 +40,10 @@ def review(
     """List a run's keeps (the baseline aside): metric deltas, rationales, approvals, diffs."""
     if ctx.invoked_subcommand is not None:
         return
+    from rich.syntax import Syntax
+    from rich.table import Table
+    from rich.text import Text
+
     from ratchet.governance import diffstat, format_diffstat
     from ratchet.governance import review as build_review
     from ratchet.plaintext import visible

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.syntax import Syntax
-from rich.table import Table
-from rich.text import Text
 
 from ratchet.cli.common import (
     JsonFlag,
@@ -22,7 +19,9 @@ from ratchet.cli.common import (
     guarded,
 )
 from ratchet.errors import UsageError
-from ratchet.journal import ExperimentRecord
+
+if TYPE_CHECKING:
+    from ratchet.journal import ExperimentRecord
 
 
 # status, log, show --------------------------------------------------------------------
@@ -30,6 +29,9 @@ from ratchet.journal import ExperimentRecord
 @guarded
 def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     """Summarize a run: baseline, incumbent, counts by decision."""
+    from rich.table import Table
+    from rich.text import Text
+
     from ratchet.decisions import user_counts
     from ratchet.view import plain, plural
 
@@ -39,7 +41,7 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     assert run is not None
     counts = journal.counts(run_name)
     baseline, incumbent = journal.baseline(run_name), journal.incumbent(run_name)
-    last = journal.experiments(run_name, limit=1)
+    last = journal.experiments(run_name, limit=1, patches=False)
     # the baseline is the reference, not an experiment: no count includes it
     decisions, categories = user_counts(
         journal.decision_counts(run_name), journal.baseline_decision_counts(run_name)
@@ -115,10 +117,13 @@ def log(
     as_json: JsonFlag = False,
 ) -> None:
     """List a run's experiments with their decisions and whys."""
+    from rich.table import Table
+    from rich.text import Text
+
     from ratchet.view import decision_style, plain
 
     journal = _journal(_project())
-    records = journal.experiments(_run_name(journal, name), limit=limit)
+    records = journal.experiments(_run_name(journal, name), limit=limit, patches=False)
     journal.close()
     if as_json:
         _print_json([r.to_json(with_patch=False) for r in records])
@@ -158,6 +163,9 @@ def show(
 
 
 def _show_record(record: ExperimentRecord, output: str) -> None:
+    from rich.syntax import Syntax
+    from rich.text import Text
+
     from ratchet.plaintext import visible
     from ratchet.view import decision_style, plain
 

@@ -8,10 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from ratchet import workspace
 from ratchet.cli.common import (
     JsonFlag,
     NameOption,
@@ -24,7 +21,6 @@ from ratchet.cli.common import (
     guarded,
 )
 from ratchet.errors import UsageError
-from ratchet.spec import SPEC_FILE
 
 
 # init ---------------------------------------------------------------------------------
@@ -34,6 +30,10 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing ratchet.toml.")] = False,
 ) -> None:
     """Write a commented ratchet.toml and add .ratchet/ to .gitignore."""
+    from rich.text import Text
+
+    from ratchet import workspace
+    from ratchet.spec import SPEC_FILE
     from ratchet.templates import spec_template
 
     project = _project()
@@ -128,6 +128,9 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
 @guarded
 def doctor(as_json: JsonFlag = False) -> None:
     """Which sandbox layers work on this machine, and why not."""
+    from rich.table import Table
+    from rich.text import Text
+
     from ratchet.sandbox.select import doctor_report
     from ratchet.view import plain
 
@@ -161,6 +164,9 @@ def noise(
     as_json: JsonFlag = False,
 ) -> None:
     """Measure the incumbent again and again: how noisy is the metric?"""
+    from rich.table import Table
+    from rich.text import Text
+
     from ratchet.cli.signals import stopping_on_signals
     from ratchet.project import Project
 

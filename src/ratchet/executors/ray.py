@@ -12,7 +12,10 @@ With `shared_path`, the worker checks the tree out of the repository at that pat
 and shipping takes over if the tree is not there.
 
 A task whose worker (or node) is lost is retried once by Ray; lost twice, it is a `crash`
-whose why says so. The journal stays with the driver: tasks only return a `Measurement`.
+whose why says so. When a node leaves the cluster while a task waits, the retry has one
+attempt's budgets plus `LOST_NODE_GRACE` to finish (Ray alone would let it wait for a
+node as long as the scheduling allowance, ten minutes and more); then it is a `crash`
+naming the node. The journal stays with the driver: tasks only return a `Measurement`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from ratchet.spec import MetricSpec, Spec, SpecError
 from ratchet.workspace import Slot
 
 SCHEDULING_ALLOWANCE = 600.0  # seconds a task may wait for a node, on top of its budgets
+NODE_POLL = 1.0  # seconds between looks at the cluster's nodes while a task runs
+LOST_NODE_GRACE = 30.0  # seconds a retry may take past its budgets, once a node was lost
 MISSING = "missing"  # a worker's answer when the shared repository lacks the tree
 _TREE, _LINK, _EXECUTABLE = 0o040000, 0o120000, 0o100755
 _BLOBS = {0o100644, 0o100664, _EXECUTABLE}
@@ -313,15 +318,28 @@ class RayExecutor:
             return Measurement("crash", None, {}, time.monotonic() - start, "", why, seed,
                                started_at)  # fmt: skip
 
+        alive = _alive_nodes()
         ref = self.task.remote(job, refs)
         with self.lock:
             self.in_flight.add(ref)
         try:
-            done, _ = ray.wait([ref], timeout=limit)
-            if not done:
-                ray.cancel(ref, force=True)
-                return crash(f"the Ray task did not finish within {limit:.0f}s; no node may "
-                             f"have been free to run it")  # fmt: skip
+            deadline, lost = time.monotonic() + limit, ""
+            while not ray.wait([ref], timeout=NODE_POLL)[0]:
+                now = time.monotonic()
+                if not lost and (gone := alive.keys() - _alive_nodes().keys()):
+                    # Ray retries a task lost with its node; the retry gets one attempt's
+                    # time from now, not the scheduling allowance of a fresh task
+                    lost = ", ".join(alive[node] for node in sorted(gone))
+                    deadline = min(deadline, now + budgets + 2 * metric.grace + LOST_NODE_GRACE)
+                if now >= deadline:
+                    ray.cancel(ref, force=True)
+                    if lost:
+                        return crash(f"the Ray node {lost} was lost during the measurement, "
+                                     "and its retry did not finish within "
+                                     f"{budgets + 2 * metric.grace + LOST_NODE_GRACE:.0f}s "
+                                     "after that")  # fmt: skip
+                    return crash(f"the Ray task did not finish within {limit:.0f}s; no node "
+                                 f"may have been free to run it")  # fmt: skip
             result: Measurement | str = ray.get(ref)
             return result
         except TaskCancelledError:
@@ -355,6 +373,17 @@ class RayExecutor:
 
             ray.shutdown()
             self.started = False
+
+
+def _alive_nodes() -> dict[str, str]:
+    """The cluster's live nodes: their ids, each with how a message names it."""
+    import ray
+
+    return {
+        node["NodeID"]: f"{node['NodeID'][:8]} ({node.get('NodeManagerAddress', '?')})"
+        for node in ray.nodes()  # type: ignore[no-untyped-call]
+        if node.get("Alive")
+    }
 
 
 def _first_line(error: BaseException) -> str:

@@ -52,7 +52,7 @@ class ProposerContext:
     project: Path
     worktree: Path  # a slot holding the incumbent, to read the code from at start
     files: list[str]  # the incumbent's tracked files, POSIX paths relative to the worktree
-    history: list[ExperimentRecord]  # the run so far, oldest first
+    history: list[ExperimentRecord]  # recent and best experiments, oldest first, no patches
     sandbox: Sandbox
     state_dir: Path
 

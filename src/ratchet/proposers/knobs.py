@@ -7,7 +7,10 @@
 
 Only the literal after `=` is rewritten. The incumbent's current values are the first
 trial, told with the incumbent's measured value; every outcome is told back (failures
-as failed trials), and a resumed run replays the journal into a fresh study. When a
+as failed trials), and a resumed run replays the journal's recent and best trials into a
+fresh study. The study is bounded (TPE's cost grows with its trials): past
+`STUDY_LIMIT` trials it starts again from the `STUDY_RECENT` newest and `STUDY_BEST`
+best outcomes, as a resume does. When a
 kept change (another portfolio member's) adds, removes or re-annotates a knob, the
 study starts again over the new knobs, from the incumbent.
 """
@@ -18,6 +21,7 @@ import ast
 import json
 import re
 import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,9 @@ _RANGE = re.compile(r"^(?P<lo>[-+.\deE]+)\.\.(?P<hi>[-+.\deE]+)$")
 KNOB_HELP = "use 'log LO..HI', 'int LO..HI', 'float LO..HI' (optionally 'log') or 'choice a|b|c'"
 SIGNIFICANT_DIGITS = 4  # floats are written short, as a person would
 MEASURED = {"keep", "discard", "duplicate", "stale"}  # decisions whose value a trial has
+STUDY_RECENT = 500  # outcomes a fresh study is told: the newest ones ...
+STUDY_BEST = 100  # ... and the best ones
+STUDY_LIMIT = 2 * (STUDY_RECENT + STUDY_BEST)  # trials in a study before it starts again
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,9 @@ class KnobsProposer:
             )
         self.lock = threading.Lock()  # slots propose at once; the study is one
         self.generation = -1
+        # outcomes a new study starts from: (params, value or None for a failure)
+        self.recent: deque[tuple[dict[str, Any], float | None]] = deque(maxlen=STUDY_RECENT)
+        self.best: list[tuple[dict[str, Any], float]] = []
         self._new_study()
         self._replay(context)
 
@@ -217,15 +227,37 @@ class KnobsProposer:
         incumbent = next((r for r in reversed(context.history) if r.decision == "keep"), None)
         current = read_values(context.worktree, self.knobs)
         if incumbent is not None and incumbent.value is not None:
-            self._add(current, incumbent.value, failed=False)
-        for record in context.history:
+            self._told(current, incumbent.value)
+        for record in context.history:  # bounded: the recent and best ones (see engine)
             params = record.meta.get("params")
             if record.proposer != self.name or not isinstance(params, dict):
                 continue
             if record.decision in MEASURED and record.value is not None:
-                self._add(params, record.value, failed=False)
+                self._told(params, record.value)
             elif record.decision not in {"no-change", "interrupted", None}:
-                self._add(params, None, failed=True)
+                self._told(params, None)
+
+    def _told(self, params: dict[str, Any], value: float | None) -> None:
+        """An outcome (None: a failure) for the study, remembered for a later one."""
+        self._remember(params, value)
+        self._add(params, value, failed=value is None)
+
+    def _remember(self, params: dict[str, Any], value: float | None) -> None:
+        self.recent.append((params, value))
+        if value is not None:
+            self.best.append((params, value))
+            self.best.sort(key=lambda told: told[1], reverse=self.goal == "maximize")
+            del self.best[STUDY_BEST:]
+
+    def _restart_if_full(self) -> None:
+        """A study past `STUDY_LIMIT` trials starts again from the remembered outcomes;
+        trials asked of the old one and still measuring are dropped when told."""
+        if len(self.study.trials) < STUDY_LIMIT:
+            return
+        self._new_study()
+        told = {id(params): (params, value) for params, value in [*self.best, *self.recent]}
+        for params, value in told.values():
+            self._add(params, value, failed=value is None)
 
     def _add(self, params: dict[str, Any], value: float | None, failed: bool) -> None:
         if set(params) != set(self.distributions):
@@ -266,15 +298,21 @@ class KnobsProposer:
             self._observe(outcome)
 
     def _observe(self, outcome: Outcome) -> None:
-        number = outcome.meta.get("trial")
+        number, params = outcome.meta.get("trial"), outcome.meta.get("params")
+        value: float | None = None
+        if outcome.decision in MEASURED and outcome.value is not None:
+            value = outcome.value  # a duplicate: the earlier value
+        elif outcome.decision == "no-change" and outcome.parent_value is not None:
+            value = outcome.parent_value  # these are the incumbent's values
+        if isinstance(params, dict) and outcome.decision != "interrupted":
+            self._remember(params, value)
         if not isinstance(number, int) or outcome.meta.get("study", 0) != self.generation:
             return  # not this study's trial: the knobs changed since it was asked
-        if outcome.decision in MEASURED and outcome.value is not None:
-            self.study.tell(number, outcome.value)  # a duplicate: the earlier value
-        elif outcome.decision == "no-change" and outcome.parent_value is not None:
-            self.study.tell(number, outcome.parent_value)  # these are the incumbent's values
+        if value is not None:
+            self.study.tell(number, value)
         else:
             self.study.tell(number, state=TrialState.FAIL)
+        self._restart_if_full()
 
 
 def _rounded(value: Any, knob: Knob) -> Any:

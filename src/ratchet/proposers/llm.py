@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.brief import fit_brief
+from ratchet.errors import RunError
 from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
-from ratchet.proposers.providers import Tool, open_chat
+from ratchet.proposers.providers import (
+    BACKOFF,
+    Tool,
+    endpoint_url,
+    is_connection_failure,
+    open_chat,
+    unreachable,
+)
 from ratchet.safeio import ProposerTree, Refused, split_relative
 from ratchet.spec import matches
 
@@ -76,6 +84,11 @@ class LLMProposer:
         self.journal = context.state_dir / "journal.db"
         if self.spec.provider == "anthropic":
             open_chat(self.spec, "", "", [])  # a missing SDK is a spec error, said at start
+        self.url = endpoint_url(self.spec)
+        why = unreachable(self.spec)  # before the baseline: a night of invalid proposals
+        if why is not None:
+            raise RunError(f"the llm proposer cannot reach its endpoint {self.url} ({why}); "
+                           "start the model's server or fix [proposer] base_url")  # fmt: skip
 
     # what the model may see and change ------------------------------------------------
     def _read(self, tree: ProposerTree, path: str) -> str:
@@ -183,6 +196,7 @@ class LLMProposer:
         shown = "\n\n".join(f"--- {f}\n{self._shown(tree, f)}"
                              for f in self.files if matches(f, self.scope.editable))  # fmt: skip
         user = f"Brief:\n{fit_brief(brief, MAX_BRIEF)}\n\nEditable files:\n{shown}"
+        self._wait_for_endpoint(started)
         chat = open_chat(self.spec, SYSTEM, user, TOOLS)
         tokens_in = tokens_out = 0
         for _ in range(self.spec.max_turns):
@@ -196,8 +210,14 @@ class LLMProposer:
             try:
                 turn = chat.ask(timeout=min(remaining, self.spec.request_timeout))
             except Exception as error:  # the SDK's errors, after its own retries
-                raise ProposalError(f"the model's endpoint failed: {type(error).__name__}: "
-                                    f"{str(error)[:200]}") from None  # fmt: skip
+                if is_connection_failure(error):
+                    delay = BACKOFF.failed(self.url)
+                    raise ProposalError(f"the model's endpoint {self.url} cannot be reached "
+                                        f"({type(error).__name__}: {str(error)[:200]}); the "
+                                        f"next proposal tries it in {delay:.0f}s") from None  # fmt: skip
+                raise ProposalError(f"the model's endpoint failed ({self.url}): "
+                                    f"{type(error).__name__}: {str(error)[:200]}") from None  # fmt: skip
+            BACKOFF.reached(self.url)
             tokens_in, tokens_out = tokens_in + turn.tokens_in, tokens_out + turn.tokens_out
             if not turn.calls:
                 applied = self._apply_reply(tree, turn.text)
@@ -220,6 +240,20 @@ class LLMProposer:
                 results.append((call.id, result))
             chat.answer(results)
         raise ProposalError(f"the model did not call finish within {self.spec.max_turns} turns")
+
+    def _wait_for_endpoint(self, started: float) -> None:
+        """Wait out the endpoint's back-off, within the proposal's budget; past it, the
+        proposal is not tried (an `invalid-proposal` whose why says when it will be)."""
+        wait = BACKOFF.wait(self.url)
+        left = self.spec.budget - (time.monotonic() - started)
+        if wait <= 0:
+            return
+        if wait < left:
+            time.sleep(wait)
+            return
+        time.sleep(max(0.0, left))
+        raise ProposalError(f"the model's endpoint {self.url} could not be reached; not tried "
+                            f"again for another {BACKOFF.wait(self.url):.0f}s (back-off)")  # fmt: skip
 
     def _shown(self, tree: ProposerTree, path: str) -> str:
         try:

@@ -10,12 +10,82 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from ratchet.spec import ProposerSpec, SpecError
 
 REPLY_MAX_TOKENS = 8192  # Anthropic requires a cap on each reply
+DEFAULT_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the endpoint, at the run's start
+BACKOFF_FIRST, BACKOFF_MAX = 15.0, 240.0  # seconds between tries of an unreachable endpoint
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
+
+
+def endpoint_url(spec: ProposerSpec) -> str:
+    """The URL the SDK sends requests to, as a message names it."""
+    return spec.base_url or DEFAULT_URLS.get(spec.provider, DEFAULT_URLS["openai"])
+
+
+def unreachable(spec: ProposerSpec) -> str | None:
+    """Why the endpoint cannot be reached now (no connection opens), or None.
+
+    Only a TCP connection is opened: no request, no key, no cost. Behind a proxy (the
+    SDKs honour *_PROXY) the endpoint is not checked: the proxy decides what is reached.
+    """
+    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARIABLES):
+        return None
+    url = urlsplit(endpoint_url(spec))
+    if url.hostname is None:
+        return f"{url.geturl()} names no host"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    return None
+
+
+def is_connection_failure(error: BaseException) -> bool:
+    """The SDK could not reach the endpoint at all (after its own retries): not a slow
+    reply (a timeout), not an error the endpoint answered with."""
+    names = {kind.__name__ for kind in type(error).__mro__}
+    return "APIConnectionError" in names and "APITimeoutError" not in names
+
+
+class Backoff:
+    """When each endpoint may be tried again, shared by every proposal (and portfolio
+    member) of the process: an endpoint that cannot be reached costs one try per back-off
+    period, not the SDK's retries in every experiment."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.failures: dict[str, tuple[int, float]] = {}  # url: (in a row, next try at)
+
+    def wait(self, url: str) -> float:
+        """Seconds until `url` may be tried (0: now)."""
+        with self.lock:
+            _, at = self.failures.get(url, (0, 0.0))
+        return max(0.0, at - time.monotonic())
+
+    def failed(self, url: str) -> float:
+        """Count a failure to connect; the seconds until the next try."""
+        with self.lock:
+            count = self.failures.get(url, (0, 0.0))[0] + 1
+            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (count - 1))
+            self.failures[url] = (count, time.monotonic() + delay)
+        return delay
+
+    def reached(self, url: str) -> None:
+        with self.lock:
+            self.failures.pop(url, None)
+
+
+BACKOFF = Backoff()
 
 
 @dataclass(frozen=True)
