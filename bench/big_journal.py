@@ -219,7 +219,8 @@ def fill(root: Path, count: int, seed: int = 0) -> None:
     db.close()
     git(root, "update-ref", f"refs/heads/ratchet/{RUN}", tip)
     # the results.tsv of a night that wrote each row as it was decided
-    from ratchet.journal import Journal, export_tsv
+    from ratchet.journal import Journal
+    from ratchet.results import export_tsv
 
     journal = Journal(root / ".ratchet" / "journal.db")
     export_tsv(journal, RUN, "score", root / ".ratchet" / "results.tsv", force=True)

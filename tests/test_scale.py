@@ -17,9 +17,10 @@ from test_knobs import _proposer, _record
 from conftest import GIT_ENV, make_project, ratchet
 from ratchet import brief
 from ratchet.brief import History
-from ratchet.journal import Journal, RunRecord, export_tsv, tsv_header
+from ratchet.journal import Journal, RunRecord
 from ratchet.proposers import Outcome
 from ratchet.proposers import knobs as knobs_module
+from ratchet.results import export_tsv, tsv_header
 
 RUN = "night"
 PATCH = "diff --git a/value.py b/value.py\n" + "+x = 1\n" * 400

@@ -21,12 +21,13 @@ from ratchet.environment import Redactor, child_environment
 from ratchet.errors import RunError, UsageError, machine_failure
 from ratchet.events import Observer, RunStarted, RunStopped
 from ratchet.executors import make_executor
-from ratchet.journal import ExperimentRecord, Journal, RunRecord, export_tsv
+from ratchet.journal import ExperimentRecord, Journal, RunRecord
 from ratchet.judging import Judge, NoiseReport
 from ratchet.limits import Limits, stop_reason
 from ratchet.policy import policy_for
 from ratchet.private import create_private, private_dir, write_private
 from ratchet.proposers import Proposer, ProposerContext, make_proposer
+from ratchet.results import export_tsv
 from ratchet.runs import open_run, reconcile_branch, run_lock
 from ratchet.safeio import read_directive
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for

@@ -1,4 +1,4 @@
-"""The journal: `.ratchet/journal.db`, the source of truth, and its `results.tsv` export.
+"""The journal: `.ratchet/journal.db`, the source of truth (`results.py` exports it).
 
 The scheduler alone writes it. Every experiment is written when it starts
 (`proposing`), when its proposal is known (`measuring`) and when it is decided, so a
@@ -19,8 +19,7 @@ from typing import Any
 
 from ratchet.decisions import BASELINE_PROPOSER, NO_MEASUREMENT, Decision, decision_of
 from ratchet.errors import JournalDamaged, is_journal_damage
-from ratchet.plaintext import one_line
-from ratchet.private import DIR_MODE, create_private, open_appending, tighten_file, write_private
+from ratchet.private import DIR_MODE, create_private, tighten_file, write_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -106,20 +105,6 @@ _WITHOUT_PATCH = (
     " started_at, ended_at, holdout, patch_hash"
 )
 CHECKED_SUFFIX = ".checked"  # beside the journal: its file as a verified run left it
-
-TSV_COLUMNS_AFTER_METRIC = ["memory_gb", "status", "description"]
-TSV_OWN_COLUMNS = [
-    "holdout",
-    "experiment",
-    "decision",
-    "why",
-    "parent",
-    "proposer",
-    "duration_s",
-    "cost_usd",
-    "files",
-    "started_at",
-]
 
 
 @dataclass(frozen=True)
@@ -652,125 +637,22 @@ class Journal:
         ).fetchall()
         return {row[0]: row[1] for row in rows}
 
+    def decided_count(self, run: str) -> int:
+        return int(self.db.execute(
+            "SELECT COUNT(*) FROM experiments WHERE run = ? AND decision IS NOT NULL", (run,)
+        ).fetchone()[0])  # fmt: skip
+
+    def decided_ids(self, run: str) -> Iterator[int]:
+        """The run's decided experiments' ids, in order, from the summary index alone."""
+        for (experiment,) in self.db.execute(
+            "SELECT id FROM experiments WHERE run = ? AND decision IS NOT NULL ORDER BY id",
+            (run,),
+        ):
+            yield int(experiment)
+
     # audit --------------------------------------------------------------------------
     def audit(self, run: str | None, event: str, **detail: Any) -> None:
         self.db.execute(
             "INSERT INTO audit (at, run, event, detail) VALUES (?, ?, ?, ?)",
             (time.time(), run, event, json.dumps(detail, sort_keys=True)),
         )
-
-
-# results.tsv ---------------------------------------------------------------------------
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    # untrusted text: one line, no tabs, no control characters (each visibly escaped)
-    return one_line(str(value).strip())
-
-
-def memory_gb(metrics: dict[str, float]) -> float | None:
-    if "memory_gb" in metrics:
-        return metrics["memory_gb"]
-    if "peak_vram_mb" in metrics:
-        return round(metrics["peak_vram_mb"] / 1024, 1)
-    return None
-
-
-def tsv_header(metric: str) -> str:
-    return "\t".join(["commit", metric, *TSV_COLUMNS_AFTER_METRIC, *TSV_OWN_COLUMNS]) + "\n"
-
-
-def tsv_row(record: ExperimentRecord) -> str:
-    decision = record.decision or ""
-    cells = [
-        record.commit[:7] if record.commit and decision == "keep" else "",
-        record.value,
-        memory_gb(record.metrics),
-        record.decision.tsv_status if record.decision is not None else "crash",
-        record.rationale,
-        record.holdout,
-        record.id,
-        decision,
-        record.why,
-        record.parent[:7],
-        record.proposer,
-        record.duration,
-        record.cost_usd,
-        ",".join(record.files),
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.started_at)),
-    ]
-    return "\t".join(_cell(c) for c in cells) + "\n"
-
-
-def export_tsv(journal: Journal, run: str, metric: str, path: Path, force: bool = False) -> None:
-    """Bring the run's `results.tsv` up to date with the journal, as a run starts.
-
-    Each decision is appended as it is made, so the file is usually complete: then its
-    rows are only counted. Decisions it lacks (a kill between the journal and the file,
-    experiments marked interrupted at this start) are appended; a file that is missing,
-    of another metric or holding rows the journal does not is written afresh.
-    """
-    header = tsv_header(metric)
-    decided = journal.db.execute(
-        "SELECT COUNT(*) FROM experiments WHERE run = ? AND decision IS NOT NULL", (run,)
-    ).fetchone()[0]
-    if not force:
-        try:
-            written = _tsv_rows(path, header)
-        except OSError:
-            written = None
-        if written == decided:
-            return
-        if written is not None and written < decided:
-            missing = _missing_from_tsv(journal, run, path)
-            if missing is not None and len(missing) == decided - written:
-                with open_appending(path) as handle:
-                    for record in missing:
-                        handle.write(tsv_row(record))
-                return
-    rows = (tsv_row(r) for r in journal.iter_experiments(run, patches=False) if r.decision)
-    write_private(path, header + "".join(rows))
-
-
-def _tsv_rows(path: Path, header: str) -> int | None:
-    """How many rows `results.tsv` holds, counted without parsing them; None when its
-    header is not `header` (another metric, or not ratchet's file)."""
-    with path.open("rb") as handle:
-        if handle.readline().decode(errors="replace") != header:
-            return None
-        rows = 0
-        while chunk := handle.read(1 << 20):
-            rows += chunk.count(b"\n")
-        return rows
-
-
-def _missing_from_tsv(journal: Journal, run: str, path: Path) -> list[ExperimentRecord] | None:
-    """The decided experiments `results.tsv` lacks; None when it has rows the journal
-    does not know (then it is written afresh)."""
-    column = tsv_header("metric").rstrip("\n").split("\t").index("experiment")
-    seen: set[int] = set()
-    with path.open(errors="replace") as handle:
-        next(handle, None)
-        for line in handle:
-            cells = line.split("\t")
-            if len(cells) <= column or not cells[column].isdigit():
-                return None
-            seen.add(int(cells[column]))
-    missing, known = [], 0
-    for (experiment,) in journal.db.execute(  # the summary index alone: no row is read
-        "SELECT id FROM experiments WHERE run = ? AND decision IS NOT NULL ORDER BY id", (run,)
-    ):
-        if experiment in seen:
-            known += 1
-        else:
-            missing.append(experiment)
-    if known != len(seen):
-        return None
-    return [r for r in map(journal.experiment, missing) if r is not None]
-
-
-def append_tsv(record: ExperimentRecord, path: Path) -> None:
-    with open_appending(path) as handle:
-        handle.write(tsv_row(record))

@@ -21,11 +21,12 @@ from ratchet.decisions import NO_MEASUREMENT, Decision
 from ratchet.environment import Redactor
 from ratchet.errors import machine_failure
 from ratchet.events import ExperimentDecided, Observer, StageStarted
-from ratchet.journal import ExperimentRecord, Journal, RunCounts, RunRecord, append_tsv
+from ratchet.journal import ExperimentRecord, Journal, RunCounts, RunRecord
 from ratchet.judging import Judge
 from ratchet.limits import Limits
 from ratchet.measure import Measurement
 from ratchet.proposers import Outcome, ProposalError, Proposer
+from ratchet.results import append_tsv
 from ratchet.scheduler import Scheduler, Stopped
 from ratchet.scope import scope_why
 from ratchet.spec import Spec
