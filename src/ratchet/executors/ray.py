@@ -281,9 +281,7 @@ class RayExecutor:
         if target.id == base_id:
             return str(base_id), b"", [ref]
         base_tree = slot.repo[base_id].peel(pygit2.Tree)
-        # every file as a binary patch: exact bytes, whatever the user's `.gitattributes`
-        # say (a `diff` attribute on binary content would otherwise make a text patch)
-        flags = DiffOption.SHOW_BINARY | DiffOption.FORCE_BINARY | DiffOption.IGNORE_SUBMODULES
+        flags = DiffOption.SHOW_BINARY | DiffOption.IGNORE_SUBMODULES
         diff = base_tree.diff_to_tree(target, flags=flags)
         return str(base_id), b"".join(p.data for p in diff if p is not None), [ref]
 
