@@ -159,3 +159,13 @@ def score_project(tmp_path: Path) -> Callable[..., Path]:
         return make_project(tmp_path / "project", {**SCORE_FILES, **(files or {})}, spec + extra)
 
     return build
+
+
+def layer_or_skip(layer: str) -> None:
+    """Skip a test of the `bwrap` layer where bubblewrap's self-check fails, saying why."""
+    if layer == "bwrap":
+        from ratchet.sandbox.bwrap import bwrap_self_check
+
+        works, why = bwrap_self_check("bwrap", False)
+        if not works:
+            pytest.skip(f"bubblewrap's self-check failed here: {why}")

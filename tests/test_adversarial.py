@@ -9,10 +9,8 @@ docs/sandboxing.md says.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -21,23 +19,10 @@ from pathlib import Path
 import pytest
 from processes import adopting, command_line, descendants_gone, living_descendants
 
-from conftest import experiments, git, make_project, ratchet
+from conftest import experiments, git, layer_or_skip, make_project, ratchet
 
 PY = sys.executable
 LAYERS = ["process", "bwrap"]
-
-
-def bwrap_works() -> bool:
-    if shutil.which("bwrap") is None:
-        return False
-    probe = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-all", "true"],
-                           capture_output=True)  # fmt: skip
-    return probe.returncode == 0
-
-
-def layer_or_skip(layer: str) -> None:
-    if layer == "bwrap" and not bwrap_works():
-        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
 
 
 PICK = "import json, os\nprint(json.load(open(os.environ['RATCHET_BRIEF']))['experiment'])\n"

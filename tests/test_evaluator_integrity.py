@@ -24,11 +24,10 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from conftest import experiments, git, make_project, ratchet
+from conftest import experiments, git, layer_or_skip, make_project, ratchet
 from ratchet.measure import METRICS_FILE_CAP, measure_candidate, read_metric
 from ratchet.restore import GitPristine, settle, take_snapshot
 from ratchet.sandbox import ProcessSandbox
-from ratchet.sandbox.bwrap import bwrap_self_check
 from ratchet.spec import MetricSpec
 
 PY = sys.executable
@@ -84,13 +83,6 @@ CANDIDATES = {
         "    print('read-only:', error)\n"
     ),
 }
-
-
-def layer_or_skip(layer: str) -> None:
-    if layer == "bwrap":
-        works, why = bwrap_self_check(shutil.which("bwrap") or "bwrap", False)
-        if not works:
-            pytest.skip(f"bubblewrap's self-check failed here: {why}")
 
 
 HONEST = "echo 'X = 3' > value.py"

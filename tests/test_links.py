@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,26 +20,13 @@ import pygit2
 import pytest
 from fake_llm import FakeLLM, tool_call
 
-from conftest import experiments, git, make_project, ratchet
+from conftest import experiments, git, layer_or_skip, make_project, ratchet
 from ratchet.executors.ray import archive, extract
 from ratchet.safeio import Refused, read_capped, write_file
 
 SECRET = "ssh-ed25519 TOPSECRET-4242-do-not-leak"
 INNER = "INNER-SECRET-7373 of another project"
 SCORE = "from value import X\nprint(f'score: {(X - 2) ** 2}')\n"
-
-
-def bwrap_works() -> bool:
-    if shutil.which("bwrap") is None:
-        return False
-    probe = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-all", "true"],
-                           capture_output=True)  # fmt: skip
-    return probe.returncode == 0
-
-
-def layer_or_skip(layer: str) -> None:
-    if layer == "bwrap" and not bwrap_works():
-        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
 
 
 def outside(tmp_path: Path) -> dict[str, Path]:

@@ -10,28 +10,16 @@ tries every case in turn, each on a slot reset from the one before.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import experiments, git, make_project, ratchet
+from conftest import experiments, git, layer_or_skip, make_project, ratchet
 
 PY = sys.executable
 LAYERS = ["process", "bwrap"]
 PICK = "import json, os\nprint(json.load(open(os.environ['RATCHET_BRIEF']))['experiment'])\n"
-
-
-def layer_or_skip(layer: str) -> None:
-    if layer != "bwrap":
-        return
-    probe = shutil.which("bwrap") and subprocess.run(
-        ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "true"], capture_output=True
-    )
-    if not probe or probe.returncode != 0:
-        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
 
 
 SCORE = "from value import X\nprint(f'score: {(X - 2) ** 2}')\n"
