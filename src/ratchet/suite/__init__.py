@@ -1,0 +1,1 @@
+"""Harness mode: a suite of Harbor tasks whose mean reward is the metric."""
