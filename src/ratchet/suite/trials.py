@@ -51,3 +51,56 @@ class TrialResult:
     def decides(self) -> bool:
         """Whether this trial's reward may count toward a decision."""
         return self.status in (TrialStatus.PASSED, TrialStatus.FAILED)
+
+
+# A trial's folder (one per task, attempt and experiment) holds these files; the
+# runners write them, the brief, the `read_trace` tool and the views read them.
+TRIAL_RECORD = "trial.json"  # the TrialResult, as trial_to_dict writes it
+TRAJECTORY = "trajectory.json"  # the agent's ATIF trajectory (messages, tool calls, tokens)
+AGENT_LOG = "agent.txt"  # what the agent printed (capped)
+VERIFIER_LOG = "verifier.txt"  # what tests/test.sh printed (capped)
+
+
+def trial_to_dict(trial: TrialResult) -> dict[str, object]:
+    return {
+        "task": trial.task,
+        "attempt": trial.attempt,
+        "status": trial.status.value,
+        "reward": trial.reward,
+        "rewards": dict(trial.rewards),
+        "duration_s": trial.duration_s,
+        "usage": {
+            "input_tokens": trial.usage.input_tokens,
+            "output_tokens": trial.usage.output_tokens,
+            "cost_usd": trial.usage.cost_usd,
+            "calls": trial.usage.calls,
+        },
+        "error": trial.error,
+        "verifier_tail": trial.verifier_tail,
+        "trace_path": str(trial.trace_path) if trial.trace_path else None,
+    }
+
+
+def trial_from_dict(data: dict[str, object]) -> TrialResult:
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    rewards = data.get("rewards")
+    reward = data.get("reward")
+    trace = data.get("trace_path")
+    return TrialResult(
+        task=str(data["task"]),
+        attempt=int(str(data["attempt"])),
+        status=TrialStatus(str(data["status"])),
+        reward=float(str(reward)) if reward is not None else None,
+        rewards={str(k): float(v) for k, v in rewards.items()} if isinstance(rewards, dict) else {},
+        duration_s=float(str(data.get("duration_s", 0.0))),
+        usage=TrialUsage(
+            input_tokens=int(usage.get("input_tokens", 0)),
+            output_tokens=int(usage.get("output_tokens", 0)),
+            cost_usd=float(usage.get("cost_usd", 0.0)),
+            calls=int(usage.get("calls", 0)),
+        ),
+        error=str(data.get("error", "")),
+        verifier_tail=str(data.get("verifier_tail", "")),
+        trace_path=Path(str(trace)) if trace else None,
+    )
