@@ -1,0 +1,183 @@
+"""The example `ratchet init --example harness` writes: its tasks, its agent, its files.
+
+Every task's reference solution must pass its own verifier, and an untouched workspace
+must fail every one (a reward of 0, never a missing reward): a suite the untouched
+agent already passes leaves the meta-agent nothing to improve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib.resources import as_file, files
+from pathlib import Path
+
+import pytest
+from fake_llm import FakeLLM, tool_call
+
+from conftest import git, ratchet
+
+with as_file(files("ratchet").joinpath("examples/harness")) as _example:
+    EXAMPLE = Path(_example)
+TASKS = sorted(p for p in (EXAMPLE / "tasks").iterdir() if p.is_dir())
+
+
+def verify(task: Path, workspace: Path, tmp: Path) -> tuple[float, str]:
+    """Run the task's verifier on `workspace` as a runner would: tests and logs
+    in folders of their own, the workspace as the working directory."""
+    tests, logs = tmp / "tests", tmp / "logs"
+    shutil.copytree(task / "tests", tests)
+    logs.mkdir()
+    env = {**os.environ, "RATCHET_TESTS": str(tests), "RATCHET_LOGS": str(logs)}
+    done = subprocess.run(["bash", str(tests / "test.sh")], cwd=workspace, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    output = done.stdout + done.stderr
+    reward_json, reward_txt = logs / "verifier" / "reward.json", logs / "verifier" / "reward.txt"
+    if reward_json.is_file():  # Harbor's rule: reward.json wins
+        return float(json.loads(reward_json.read_text())["reward"]), output
+    assert reward_txt.is_file(), f"{task.name}: the verifier wrote no reward\n{output}"
+    return float(reward_txt.read_text().strip()), output
+
+
+def fresh_workspace(task: Path, tmp: Path) -> Path:
+    workspace = tmp / "workspace"
+    shutil.copytree(task / "environment", workspace)
+    return workspace
+
+
+def test_the_example_has_at_least_twelve_harbor_tasks() -> None:
+    assert len(TASKS) >= 12
+    for task in TASKS:
+        for part in ("instruction.md", "task.toml", "environment", "tests/test.sh",
+                     "solution/solve.sh"):  # fmt: skip
+            assert (task / part).exists(), f"{task.name} has no {part}"
+        config = tomllib.loads((task / "task.toml").read_text())
+        assert config["agent"]["timeout_sec"] > 0
+        assert config["verifier"]["timeout_sec"] > 0
+        assert (task / "instruction.md").read_text().strip()
+
+
+@pytest.mark.parametrize("task", TASKS, ids=[t.name for t in TASKS])
+def test_the_reference_solution_passes_its_verifier(task: Path, tmp_path: Path) -> None:
+    workspace = fresh_workspace(task, tmp_path)
+    solved = subprocess.run(["bash", str(task / "solution" / "solve.sh")], cwd=workspace,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert solved.returncode == 0, solved.stderr
+    reward, output = verify(task, workspace, tmp_path)
+    assert reward == 1.0, output
+
+
+@pytest.mark.parametrize("task", TASKS, ids=[t.name for t in TASKS])
+def test_an_untouched_workspace_fails_the_verifier(task: Path, tmp_path: Path) -> None:
+    reward, output = verify(task, fresh_workspace(task, tmp_path), tmp_path)
+    assert reward == 0.0, output
+    assert "FAILED" in output  # the verifier says why, for the meta-agent's traces
+
+
+def test_the_agent_solves_a_task_through_the_openai_sdk(tmp_path: Path) -> None:
+    """The real agent.py, its real openai client, against a scripted loopback model:
+    one shell command, then a final answer; the verifier passes and the trajectory
+    records the call, its output and the tokens."""
+    task = EXAMPLE / "tasks" / "hello-file"
+    workspace = fresh_workspace(task, tmp_path)
+    trajectory = tmp_path / "agent" / "trajectory.json"
+    command = "echo 'Hello, ratchet!' > greeting.txt && ls"
+    script = [tool_call("shell", command=command), {"content": "Done: greeting.txt written."}]
+    with FakeLLM(script) as fake:
+        env = {**os.environ, "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "test-key",
+               "RATCHET_TASK_MODEL": "fake-model", "RATCHET_TRAJECTORY": str(trajectory)}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLE / "agent.py"), str(task / "instruction.md"),
+             str(workspace)],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "tokens: input=200 output=20 calls=2" in done.stdout
+    # what the model was sent: the instruction, the shell tool, then the command's output
+    assert len(fake.requests) == 2
+    first, second = fake.requests
+    assert first["model"] == "fake-model"
+    assert first["messages"][1] == {
+        "role": "user",
+        "content": (task / "instruction.md").read_text(),
+    }
+    assert [t["function"]["name"] for t in first["tools"]] == ["shell"]
+    tool_reply = second["messages"][-1]
+    assert tool_reply["role"] == "tool" and tool_reply["tool_call_id"] == "call-shell"
+    assert (
+        tool_reply["content"].startswith("exit code 0\n")
+        and "greeting.txt" in tool_reply["content"]
+    )
+
+    reward, output = verify(task, workspace, tmp_path)
+    assert reward == 1.0, output
+
+    document = json.loads(trajectory.read_text())
+    assert document["schema_version"].startswith("ATIF-v1.")
+    assert document["agent"]["model_name"] == "fake-model"
+    sources = [s["source"] for s in document["steps"]]
+    assert sources == ["system", "user", "agent", "agent"]
+    assert [s["step_id"] for s in document["steps"]] == [1, 2, 3, 4]
+    acting = document["steps"][2]
+    assert acting["tool_calls"] == [{"tool_call_id": "call-shell", "function_name": "shell",
+                                     "arguments": {"command": command}}]  # fmt: skip
+    [result] = acting["observation"]["results"]
+    assert result["source_call_id"] == "call-shell" and "greeting.txt" in result["content"]
+    assert acting["metrics"]["prompt_tokens"] == 100
+    assert document["steps"][3]["message"] == "Done: greeting.txt written."
+    assert document["final_metrics"]["total_prompt_tokens"] == 200
+    assert document["final_metrics"]["total_completion_tokens"] == 20
+
+
+def test_the_agents_shell_tool_stops_a_runaway_command_and_caps_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import agent  # the example's agent.py, as the local runner imports it
+    finally:
+        sys.path.remove(str(EXAMPLE))
+        sys.modules.pop("agent", None)
+    monkeypatch.setattr(agent, "COMMAND_TIMEOUT", 1)
+    # the sleeping grandchild holds the pipe open: only killing the whole group ends it
+    stopped = agent.run_shell("sleep 30 & sleep 30; echo never", tmp_path)
+    assert stopped.startswith("timed out after 1s")
+    assert "never" not in stopped
+    long = agent.run_shell("python3 -c 'print(\"x\" * 50000)'", tmp_path)
+    assert long.startswith("exit code 0\n")
+    assert "characters cut" in long and len(long) < agent.OUTPUT_LIMIT + 200
+    assert agent.call_tool("shell", "not json", tmp_path).startswith("error:")
+    assert agent.call_tool("browser", "{}", tmp_path).startswith("error: there is no tool")
+
+
+def test_init_example_harness_writes_the_example_into_an_empty_folder(tmp_path: Path) -> None:
+    project = tmp_path / "suite"
+    project.mkdir()
+    result = ratchet(project, "init", "--example", "harness")
+    assert result.returncode == 0, result.stderr
+    for name in ("agent.py", "program.md", "ratchet.toml", "tasks/hello-file/tests/test.sh"):
+        assert (project / name).is_file(), name
+    assert (project / "tasks/hello-file/tests/test.sh").stat().st_mode & 0o111
+    assert sorted(p.name for p in (project / "tasks").iterdir()) == [t.name for t in TASKS]
+    spec = tomllib.loads((project / "ratchet.toml").read_text())
+    assert spec["suite"]["agent"] == "agent.py:run"
+    assert spec["scope"]["editable"] == ["agent.py"]
+    assert ".ratchet/" in (project / ".gitignore").read_text()
+    # a new folder becomes a repository with the example committed, ready for 'ratchet run'
+    assert git(project, "status", "--porcelain") == ""
+    assert "agent.py" in git(project, "ls-files").splitlines()
+    assert "__pycache__" not in git(project, "ls-files")
+
+
+def test_init_example_refuses_a_folder_that_already_has_files(tmp_path: Path) -> None:
+    (tmp_path / "agent.py").write_text("mine\n")
+    result = ratchet(tmp_path, "init", "--example", "harness")
+    assert result.returncode == 2
+    assert "not empty" in result.stderr
+    assert (tmp_path / "agent.py").read_text() == "mine\n"
+    unknown = ratchet(tmp_path, "init", "--example", "nope")
+    assert unknown.returncode == 2 and "harness" in unknown.stderr
