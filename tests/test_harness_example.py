@@ -15,6 +15,7 @@ import sys
 import tomllib
 from importlib.resources import as_file, files
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_llm import FakeLLM, tool_call
@@ -78,6 +79,33 @@ def test_an_untouched_workspace_fails_the_verifier(task: Path, tmp_path: Path) -
     assert "FAILED" in output  # the verifier says why, for the meta-agent's traces
 
 
+# The first thing a hasty agent would try, for tasks built to punish it.
+NAIVE = {
+    "count-errors": "grep -c ERROR app.log > error_count.txt",
+    "csv-region-total": 'awk -F, \'$2 == "west" {s += $4} END {printf "%.2f\\n", s}\' '
+    "sales.csv > west_total.txt",
+    "ini-port": "sed -i 's/^port = .*/port = 8080/' settings.ini",
+    "rename-extensions": 'cd photos && for f in *.jpeg; do mv "$f" "${f%.jpeg}.jpg"; done',
+    "word-count-script": "echo 'wc -w \"$1\"' > count_words.sh && chmod +x count_words.sh",
+    "latency-p95": "awk '{print $5+0}' access.log | sort -n | awk '{v[NR]=$1} "
+    "END {print v[int(NR*0.95)]}' > p95.txt",
+    "merge-config": 'python3 -c \'import json; a=json.load(open("base.json")); '
+    'a.update(json.load(open("override.json"))); json.dump(a, open("merged.json", "w"))\'',
+}
+
+
+@pytest.mark.parametrize("name", sorted(NAIVE))
+def test_a_naive_answer_fails_where_the_task_has_a_trap(name: str, tmp_path: Path) -> None:
+    task = EXAMPLE / "tasks" / name
+    workspace = fresh_workspace(task, tmp_path)
+    done = subprocess.run(["bash", "-c", NAIVE[name]], cwd=workspace, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr  # the attempt ran, and was wrong
+    reward, output = verify(task, workspace, tmp_path)
+    assert reward == 0.0, output
+    assert "FAILED" in output
+
+
 def test_the_agent_solves_a_task_through_the_openai_sdk(tmp_path: Path) -> None:
     """The real agent.py, its real openai client, against a scripted loopback model:
     one shell command, then a final answer; the verifier passes and the trajectory
@@ -133,15 +161,47 @@ def test_the_agent_solves_a_task_through_the_openai_sdk(tmp_path: Path) -> None:
     assert document["final_metrics"]["total_completion_tokens"] == 20
 
 
-def test_the_agents_shell_tool_stops_a_runaway_command_and_caps_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def import_agent() -> Any:
+    """The example's agent.py as a module, as the local runner imports `agent.py:run`."""
     sys.path.insert(0, str(EXAMPLE))
     try:
-        import agent  # the example's agent.py, as the local runner imports it
+        import agent
     finally:
         sys.path.remove(str(EXAMPLE))
         sys.modules.pop("agent", None)
+    return agent
+
+
+def test_run_called_in_process_leaves_a_trace_of_a_failed_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agent.py:run` as the runner calls it (working directory = workspace): the
+    model's wrong answer fails the verifier, and the trace shows what was run."""
+    agent = import_agent()
+    task = EXAMPLE / "tasks" / "count-errors"
+    workspace = fresh_workspace(task, tmp_path)
+    trajectory = tmp_path / "trajectory.json"
+    script = [tool_call("shell", command=NAIVE["count-errors"]), {"content": "done"}]
+    with FakeLLM(script) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        monkeypatch.setenv("RATCHET_TRAJECTORY", str(trajectory))
+        monkeypatch.delenv("RATCHET_TASK_MODEL", raising=False)
+        monkeypatch.delenv("OPENAI_MODEL", raising=False)
+        monkeypatch.chdir(workspace)
+        outcome = agent.run((task / "instruction.md").read_text(), workspace)
+    assert outcome == {"finished": True, "steps": 2, "input_tokens": 200, "output_tokens": 20}
+    assert fake.requests[0]["model"] == agent.DEFAULT_MODEL
+    reward, output = verify(task, workspace, tmp_path)
+    assert reward == 0.0 and "FAILED" in output
+    steps = json.loads(trajectory.read_text())["steps"]
+    assert steps[2]["tool_calls"][0]["arguments"] == {"command": NAIVE["count-errors"]}
+
+
+def test_the_agents_shell_tool_stops_a_runaway_command_and_caps_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = import_agent()
     monkeypatch.setattr(agent, "COMMAND_TIMEOUT", 1)
     # the sleeping grandchild holds the pipe open: only killing the whole group ends it
     stopped = agent.run_shell("sleep 30 & sleep 30; echo never", tmp_path)
