@@ -34,7 +34,8 @@ def verify(task: Path, workspace: Path, tmp: Path) -> tuple[float, str]:
     shutil.copytree(task / "tests", tests)
     logs.mkdir()
     env = {**os.environ, "RATCHET_TESTS": str(tests), "RATCHET_LOGS": str(logs)}
-    done = subprocess.run(["bash", str(tests / "test.sh")], cwd=workspace, env=env,
+    # /bin/sh, as the local runner runs it: the verifiers are POSIX shell
+    done = subprocess.run(["/bin/sh", str(tests / "test.sh")], cwd=workspace, env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     output = done.stdout + done.stderr
     reward_json, reward_txt = logs / "verifier" / "reward.json", logs / "verifier" / "reward.txt"
@@ -45,8 +46,9 @@ def verify(task: Path, workspace: Path, tmp: Path) -> tuple[float, str]:
 
 
 def fresh_workspace(task: Path, tmp: Path) -> Path:
+    """The task's files, as the local runner copies them (Harbor builds from the Dockerfile)."""
     workspace = tmp / "workspace"
-    shutil.copytree(task / "environment", workspace)
+    shutil.copytree(task / "environment", workspace, ignore=shutil.ignore_patterns("Dockerfile"))
     return workspace
 
 
@@ -190,7 +192,10 @@ def test_run_called_in_process_leaves_a_trace_of_a_failed_attempt(
         monkeypatch.delenv("OPENAI_MODEL", raising=False)
         monkeypatch.chdir(workspace)
         outcome = agent.run((task / "instruction.md").read_text(), workspace)
-    assert outcome == {"finished": True, "steps": 2, "input_tokens": 200, "output_tokens": 20}
+    assert outcome == {
+        "finished": True,
+        "usage": {"input_tokens": 200, "output_tokens": 20, "calls": 2},
+    }
     assert fake.requests[0]["model"] == agent.DEFAULT_MODEL
     reward, output = verify(task, workspace, tmp_path)
     assert reward == 0.0 and "FAILED" in output
@@ -226,11 +231,17 @@ def test_init_example_harness_writes_the_example_into_an_empty_folder(tmp_path: 
     spec = tomllib.loads((project / "ratchet.toml").read_text())
     assert spec["suite"]["agent"] == "agent.py:run"
     assert spec["scope"]["editable"] == ["agent.py"]
-    assert ".ratchet/" in (project / ".gitignore").read_text()
-    # a new folder becomes a repository with the example committed, ready for 'ratchet run'
+    ignored = (project / ".gitignore").read_text().splitlines()
+    assert ".ratchet/" in ignored and "tasks/" in ignored
+    # a new folder becomes a repository with the example committed, ready for 'ratchet run';
+    # the tasks stay out of git, so the sealed holdout never reaches a proposer's worktree
     assert git(project, "status", "--porcelain") == ""
-    assert "agent.py" in git(project, "ls-files").splitlines()
-    assert "__pycache__" not in git(project, "ls-files")
+    assert sorted(git(project, "ls-files").splitlines()) == [
+        ".gitignore",
+        "agent.py",
+        "program.md",
+        "ratchet.toml",
+    ]
 
 
 def test_init_example_refuses_a_folder_that_already_has_files(tmp_path: Path) -> None:

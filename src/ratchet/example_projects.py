@@ -15,6 +15,9 @@ from ratchet.errors import UsageError
 EXAMPLES = {
     "harness": ("examples/harness", "a task agent improved against a suite of Harbor tasks"),
 }
+# Paths of an example that git must not track. A suite's tasks stay out of git: a
+# tracked holdout task would be in every proposer's worktree, and ratchet refuses that.
+UNTRACKED = {"harness": ["tasks/"]}
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
@@ -42,6 +45,7 @@ def write_example(name: str, directory: Path) -> bool:
         shutil.copytree(source, directory, dirs_exist_ok=True, ignore=_SKIP)
     _restore_modes(directory)
     workspace.ensure_ignored(directory)
+    _ignore(directory, UNTRACKED.get(name, []))
     if top is not None:
         return False
     _git(directory, "init", "-q", "-b", "main")
@@ -61,6 +65,15 @@ def _git(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=directory, check=check, capture_output=True,
                           text=True, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def _ignore(directory: Path, paths: list[str]) -> None:
+    gitignore = directory / ".gitignore"
+    text = gitignore.read_text() if gitignore.exists() else ""
+    missing = [p for p in paths if p not in text.splitlines()]
+    if missing:
+        prefix = "" if not text or text.endswith("\n") else "\n"
+        gitignore.write_text(text + prefix + "".join(f"{p}\n" for p in missing))
 
 
 def _repository_top(directory: Path) -> Path | None:

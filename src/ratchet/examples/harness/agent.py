@@ -55,7 +55,9 @@ TOOLS = [
 
 
 def run(instruction: str, workspace: Path) -> dict[str, Any]:
-    """Work on `instruction` inside `workspace`; return what it cost and how it ended."""
+    """Work on `instruction` inside `workspace`; return whether the model said it was
+    done and its usage (`input_tokens`, `output_tokens`, `calls`), which the runner
+    records unless its metering proxy saw the calls itself."""
     workspace = Path(workspace).resolve()
     model = os.environ.get("RATCHET_TASK_MODEL") or os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
     client = OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY from the environment
@@ -93,12 +95,12 @@ def run(instruction: str, workspace: Path) -> dict[str, Any]:
             f"output={totals['total_completion_tokens']} calls={trajectory.calls}",
             flush=True,
         )
-    return {
-        "finished": finished,
-        "steps": trajectory.calls,
+    usage = {
         "input_tokens": totals["total_prompt_tokens"],
         "output_tokens": totals["total_completion_tokens"],
+        "calls": trajectory.calls,
     }
+    return {"finished": finished, "usage": usage}
 
 
 def call_tool(name: str, arguments: str, workspace: Path) -> str:
