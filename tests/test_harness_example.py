@@ -252,3 +252,21 @@ def test_init_example_refuses_a_folder_that_already_has_files(tmp_path: Path) ->
     assert (tmp_path / "agent.py").read_text() == "mine\n"
     unknown = ratchet(tmp_path, "init", "--example", "nope")
     assert unknown.returncode == 2 and "harness" in unknown.stderr
+
+
+def test_init_example_in_an_empty_repository_leaves_the_commit_to_the_user(
+    tmp_path: Path,
+) -> None:
+    git(tmp_path, "init", "-q", "-b", "main")
+    result = ratchet(tmp_path, "init", "--example", "harness")
+    assert result.returncode == 0, result.stderr
+    assert "commit them" in result.stdout
+    assert (tmp_path / "agent.py").is_file()
+    assert git(tmp_path, "rev-list", "--all") == ""  # nothing committed on the user's behalf
+    untracked = git(tmp_path, "status", "--porcelain").splitlines()
+    assert "?? agent.py" in untracked and not any("tasks" in line for line in untracked)
+    # below the top of a repository, ratchet.toml would be where ratchet never looks
+    (tmp_path / "sub").mkdir()
+    nested = ratchet(tmp_path / "sub", "init", "--example", "harness")
+    assert nested.returncode == 2 and "inside the repository" in nested.stderr
+    assert list((tmp_path / "sub").iterdir()) == []
