@@ -7,12 +7,16 @@ agent already passes leaves the meta-agent nothing to improve.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import tomllib
+from collections.abc import Callable
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
@@ -270,3 +274,58 @@ def test_init_example_in_an_empty_repository_leaves_the_commit_to_the_user(
     nested = ratchet(tmp_path / "sub", "init", "--example", "harness")
     assert nested.returncode == 2 and "inside the repository" in nested.stderr
     assert list((tmp_path / "sub").iterdir()) == []
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is alive: a zombie (killed, not yet reaped) counts as ended."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_runner_stopping_the_agent_stops_its_running_command(tmp_path: Path) -> None:
+    """A command runs in a process group of its own (so that its timeout kills it
+    whole); when the runner's timeout sends SIGTERM to the agent's group, the agent
+    kills the command's group too before it exits, and still writes its trace."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    instruction = tmp_path / "instruction.md"
+    instruction.write_text("wait a long time\n")
+    trajectory = tmp_path / "trajectory.json"
+    script = [tool_call("shell", command="echo $$ > command.pid; sleep 300")]
+    with FakeLLM(script) as fake:
+        env = {**os.environ, "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "test-key",
+               "RATCHET_TRAJECTORY": str(trajectory)}  # fmt: skip
+        agent = subprocess.Popen(
+            [sys.executable, str(EXAMPLE / "agent.py"), str(instruction), str(workspace)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # a group of its own, as the runner starts it
+        )  # fmt: skip
+        try:
+            pidfile = workspace / "command.pid"
+            _wait_for(lambda: pidfile.is_file() and pidfile.read_text().strip() != "",
+                      "the command to start")  # fmt: skip
+            command = int(pidfile.read_text())
+            assert os.getpgid(command) == command != os.getpgid(agent.pid)
+            os.killpg(agent.pid, signal.SIGTERM)  # what the process layer does at a timeout
+            out, _ = agent.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(agent.pid, signal.SIGKILL)
+    assert agent.returncode == 128 + signal.SIGTERM
+    _wait_for(lambda: not _running(command), "the command's group to be killed")
+    # the model call it made is counted, and the trace shows the command it was running
+    assert "tokens: input=100 output=10 calls=1" in out
+    last = json.loads(trajectory.read_text())["steps"][-1]
+    assert last["tool_calls"][0]["arguments"]["command"].endswith("sleep 300")
+    assert last["observation"] == {"results": []}

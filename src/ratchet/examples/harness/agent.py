@@ -19,11 +19,13 @@ tokens of each model call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -54,11 +56,26 @@ TOOLS = [
 ]
 
 
+# Each command runs in a process group of its own, which a timeout kills whole. A group
+# of its own also escapes the kill a runner sends to the agent's group, so the agent
+# passes that on (SIGTERM comes first, then SIGKILL after a grace).
+_LIVE_GROUPS: set[int] = set()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    for group in list(_LIVE_GROUPS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    raise SystemExit(128 + signum)
+
+
 def run(instruction: str, workspace: Path) -> dict[str, Any]:
     """Work on `instruction` inside `workspace`; return whether the model said it was
     done and its usage (`input_tokens`, `output_tokens`, `calls`), which the runner
     records unless its metering proxy saw the calls itself."""
     workspace = Path(workspace).resolve()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
     model = os.environ.get("RATCHET_TASK_MODEL") or os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
     client = OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY from the environment
     trajectory = Trajectory(model, os.environ.get("RATCHET_TRAJECTORY"))
@@ -78,12 +95,11 @@ def run(instruction: str, workspace: Path) -> dict[str, Any]:
             if calls:
                 said["tool_calls"] = [call.model_dump(exclude_none=True) for call in calls]
             messages.append(said)
-            results = []
+            step = trajectory.add_agent_step(reply.content or "", calls, response.usage)
             for call in calls:
                 output = call_tool(call.function.name, call.function.arguments, workspace)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
-                results.append((call, output))
-            trajectory.add_agent_step(reply.content or "", results, response.usage)
+                trajectory.observe(step, call.id, output)
             if not calls:  # the model answered without a tool: it is done
                 finished = True
                 break
@@ -125,13 +141,17 @@ def run_shell(command: str, workspace: Path) -> str:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so a timeout ends all of it
     )
+    _LIVE_GROUPS.add(process.pid)
     try:
         output, _ = process.communicate(timeout=COMMAND_TIMEOUT)
         status = f"exit code {process.returncode}"
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it ended just now
+            os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         status = f"timed out after {COMMAND_TIMEOUT}s and was killed"
+    finally:
+        _LIVE_GROUPS.discard(process.pid)
     text = output.decode("utf-8", errors="replace")
     if len(text) > OUTPUT_LIMIT:
         half = OUTPUT_LIMIT // 2
@@ -159,37 +179,40 @@ class Trajectory:
             }
         )
 
-    def add_agent_step(self, message: str, results: list[tuple[Any, str]], usage: Any) -> None:
+    def add_agent_step(self, message: str, calls: list[Any], usage: Any) -> dict[str, Any]:
+        """Record a model call (its tokens, the tools it asked for) before the tools run,
+        so that an agent stopped in the middle of a command leaves what it was doing."""
         self.calls += 1
+        details = getattr(usage, "prompt_tokens_details", None)
         step: dict[str, Any] = {
             "step_id": len(self.steps) + 1,
             "timestamp": _now(),
             "source": "agent",
             "model_name": self.model,
             "message": message,
+            "metrics": {
+                "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+                "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
+                "cached_tokens": getattr(details, "cached_tokens", 0) or 0,
+            },
         }
-        if results:
+        if calls:
             step["tool_calls"] = [
                 {
                     "tool_call_id": call.id,
                     "function_name": call.function.name,
                     "arguments": _arguments(call.function.arguments),
                 }
-                for call, _ in results
+                for call in calls
             ]
-            step["observation"] = {
-                "results": [
-                    {"source_call_id": call.id, "content": output} for call, output in results
-                ]
-            }
-        details = getattr(usage, "prompt_tokens_details", None)
-        step["metrics"] = {
-            "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
-            "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
-            "cached_tokens": getattr(details, "cached_tokens", 0) or 0,
-        }
+            step["observation"] = {"results": []}
         self.steps.append(step)
-        self.save()  # after every step: a trial stopped by its timeout still leaves a trace
+        self.save()  # after every change: a trial stopped by its timeout still leaves a trace
+        return step
+
+    def observe(self, step: dict[str, Any], call_id: str, output: str) -> None:
+        step["observation"]["results"].append({"source_call_id": call_id, "content": output})
+        self.save()
 
     def totals(self) -> dict[str, int]:
         metrics = [s["metrics"] for s in self.steps if "metrics" in s]
