@@ -28,11 +28,19 @@ from ratchet.errors import UsageError
 @guarded
 def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing ratchet.toml.")] = False,
+    example: Annotated[
+        str | None,
+        typer.Option(help="Write a bundled example project here instead: 'harness'."),
+    ] = None,
 ) -> None:
     """Write a commented ratchet.toml and add .ratchet/ to .gitignore."""
     from rich.text import Text
 
     from ratchet import workspace
+
+    if example is not None:
+        _init_example(example)
+        return
     from ratchet.spec import SPEC_FILE
     from ratchet.templates import spec_template
 
@@ -48,6 +56,18 @@ def init(
             f"wrote {SPEC_FILE} and added .ratchet/ to .gitignore; edit the spec, "
             "commit both, then run 'ratchet run'"
         )
+    )
+
+
+def _init_example(name: str) -> None:
+    from ratchet.example_projects import write_example
+    from ratchet.view import plain
+
+    here = Path.cwd()
+    committed = write_example(name, here)
+    then = "then run" if committed else "commit them, then run"
+    console.print(
+        plain(f"wrote the {name} example into {here}; read its program.md, {then} 'ratchet run'")
     )
 
 

@@ -1,0 +1,22 @@
+"""Checks the workspace (the working directory); exit status 0 means passed."""
+
+import sys
+from pathlib import Path
+
+
+def fail(why: str) -> None:
+    print(f"FAILED: {why}")
+    sys.exit(1)
+
+
+def read(name: str) -> str:
+    path = Path(name)
+    if not path.is_file():
+        fail(f"{name} does not exist")
+    return path.read_text(errors="replace")
+
+
+text = read("error_count.txt").strip()
+if text != "33":
+    fail(f"error_count.txt holds {text[:40]!r}; the log has 33 ERROR lines")
+print("passed")
