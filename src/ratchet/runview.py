@@ -21,6 +21,7 @@ STATE_DIR = ".ratchet"
 PAGE_MAX = 500  # rows one page may hold
 POINTS_MAX = 20_000  # progress points one answer may hold
 LABEL_CHARS = 60  # of a keep's rationale, as a label
+CATEGORY = {d.value: d.category.value for d in Decision}  # looked up once per point
 
 
 @contextmanager
@@ -67,9 +68,9 @@ class Point:
     value: float | None
     baseline: bool
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "decision": self.decision, "category": self.category,
-                "value": self.value, "baseline": self.baseline}  # fmt: skip
+    def to_row(self) -> list[Any]:
+        """Compact, for a long series: [id, decision, value, baseline (0 or 1)]."""
+        return [self.id, self.decision, self.value, int(self.baseline)]
 
 
 def points(journal: Journal, run: str, after: int = 0, limit: int = POINTS_MAX) -> list[Point]:
@@ -83,8 +84,7 @@ def points(journal: Journal, run: str, after: int = 0, limit: int = POINTS_MAX) 
     out = []
     for id_, decision, value, proposer in rows:
         finite = value if value is not None and math.isfinite(value) else None
-        category = Decision(decision).category.value
-        out.append(Point(id_, decision, category, finite, proposer == BASELINE_PROPOSER))
+        out.append(Point(id_, decision, CATEGORY[decision], finite, proposer == BASELINE_PROPOSER))
     return out
 
 
@@ -163,12 +163,11 @@ def in_flight(journal: Journal, run: str) -> list[ExperimentRecord]:
 
 def keeps(journal: Journal, run: str) -> list[ExperimentRecord]:
     """The run's keeps after its baseline, oldest first, without patches."""
-    rows = journal.db.execute(
-        "SELECT id FROM experiments WHERE run = ? AND decision = 'keep' AND proposer != ?"
-        " ORDER BY id",
-        (run, BASELINE_PROPOSER),
-    )
-    return sorted(_records(journal, [row[0] for row in rows]), key=lambda r: r.id)
+    # the decision index alone (asking for the proposer too would scan the run's rows)
+    ids = [row[0] for row in journal.db.execute(
+        "SELECT id FROM experiments WHERE run = ? AND decision = 'keep' ORDER BY id", (run,))]  # fmt: skip
+    found = [r for r in _records(journal, ids) if not r.is_baseline]
+    return sorted(found, key=lambda r: r.id)
 
 
 def review_states(journal: Journal, run: str) -> dict[int, tuple[str, str]]:

@@ -16,8 +16,10 @@ cross-site form posts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ratchet.dashboard import data
 from ratchet.dashboard.diff import diff_lines
+from ratchet.dashboard.tally import Tallies
 from ratchet.errors import UsageError
 
 HERE = Path(__file__).parent
@@ -53,6 +56,16 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes .html
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     stage_budgets = budgets or {}
+    tallies = Tallies()  # each run's counts, folded once and then kept up to date
+    app.state.warm = threading.Event()  # set once every run's counts are folded
+
+    def warm_up() -> None:  # the first fold of a long run takes a second: not in a request
+        with contextlib.suppress(Exception):  # a request would then say what is wrong
+            if (root / ".ratchet" / "journal.db").exists():
+                data.runs(root, tallies)
+        app.state.warm.set()
+
+    threading.Thread(target=warm_up, name="ratchet-dashboard-warm-up", daemon=True).start()
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Handler) -> Response:
@@ -79,21 +92,23 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
     @app.get("/api/runs", tags=["runs"])
     def api_runs() -> list[dict[str, Any]]:
         """Every run: metric, baseline, best, counts."""
-        return data.runs(root)
+        return data.runs(root, tallies)
 
     @app.get("/api/runs/{run}", tags=["runs"])
     def api_run(run: str) -> dict[str, Any]:
         """A run's summary: baseline, best, counts, decisions, experiments in flight."""
-        return data.summary(root, run, stage_budgets)
+        return data.summary(root, run, tallies, stage_budgets)
 
     @app.get("/api/runs/{run}/points", tags=["runs"])
     def api_points(
         run: str,
         after: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=20_000)] = 5000,
-    ) -> dict[str, Any]:
-        """The progress chart's points (decided experiments after id `after`)."""
-        return data.points(root, run, after, limit)
+    ) -> Response:
+        """The progress chart's points (decided experiments after id `after`), as rows
+        `[id, decision, value, baseline]`; page on with `after` = `last`."""
+        found = data.points(root, run, after, limit)  # plain JSON: no per-item encoding
+        return Response(json.dumps(found, allow_nan=False), media_type="application/json")
 
     @app.get("/api/runs/{run}/experiments", tags=["experiments"])
     def api_experiments(
@@ -130,13 +145,13 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
     async def api_events(request: Request, run: str, after: int = 0) -> StreamingResponse:
         """Server-sent events: an `update` (new points after `after`, the summary) each
         time the journal changes."""
-        await run_in_threadpool(data.summary, root, run, stage_budgets)  # a 404 now
+        await run_in_threadpool(data.summary, root, run, tallies, stage_budgets)  # a 404 now
 
         async def stream() -> AsyncIterator[str]:
             last, seen = after, ""
             yield "retry: 2000\n\n"
             while not await request.is_disconnected():
-                summary = await run_in_threadpool(data.summary, root, run, stage_budgets)
+                summary = await run_in_threadpool(data.summary, root, run, tallies, stage_budgets)
                 fresh = await run_in_threadpool(data.points, root, run, last, 5000)
                 state = json.dumps({k: v for k, v in summary.items() if k != "now"},
                                    sort_keys=True, default=str)  # fmt: skip
@@ -157,14 +172,14 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(request: Request) -> Response:
-        runs = data.runs(root) if (root / ".ratchet" / "journal.db").exists() else []
+        runs = data.runs(root, tallies) if (root / ".ratchet" / "journal.db").exists() else []
         if len(runs) == 1 and not request.query_params.get("all"):
             return RedirectResponse(f"/runs/{runs[0]['name']}", status_code=303)
         return page(request, "index.html", runs=runs)
 
     @app.get("/runs/{run}", response_class=HTMLResponse, include_in_schema=False)
     def run_page(request: Request, run: str) -> HTMLResponse:
-        summary = _or_404(lambda: data.summary(root, run, stage_budgets))
+        summary = _or_404(lambda: data.summary(root, run, tallies, stage_budgets))
         return page(request, "run.html", run=summary)
 
     @app.get("/runs/{run}/experiments", response_class=HTMLResponse, include_in_schema=False)
@@ -194,7 +209,7 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
     @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
     def compare_page(request: Request, runs: Annotated[list[str] | None, Query()] = None
                      ) -> HTMLResponse:  # fmt: skip
-        every = data.runs(root) if (root / ".ratchet" / "journal.db").exists() else []
+        every = data.runs(root, tallies) if (root / ".ratchet" / "journal.db").exists() else []
         chosen = [r for r in every if not runs or r["name"] in runs]
         return page(request, "compare.html", runs=chosen, every=every)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ratchet import runview
-from ratchet.decisions import user_counts
+from ratchet.dashboard.tally import Tallies
 from ratchet.errors import UsageError
 from ratchet.journal import ExperimentRecord, Journal, RunRecord
 from ratchet.runview import reading
@@ -35,23 +35,21 @@ def _run(journal: Journal, name: str) -> RunRecord:
     return record
 
 
-def runs(root: Path) -> list[dict[str, Any]]:
+def runs(root: Path, tallies: Tallies) -> list[dict[str, Any]]:
     """Every run with its baseline and best: the index and the comparison."""
     with reading(root) as journal:
-        return [summary_of(journal, r) for r in journal.runs()]
+        return [summary_of(journal, r, tallies) for r in journal.runs()]
 
 
-def summary_of(journal: Journal, run: RunRecord, budgets: dict[str, float] | None = None
-               ) -> dict[str, Any]:  # fmt: skip
+def summary_of(journal: Journal, run: RunRecord, tallies: Tallies,
+               budgets: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
     name = run.name
-    counts = journal.counts(name)
     baseline, best = journal.baseline(name), journal.incumbent(name)
-    decisions, categories = user_counts(journal.decision_counts(name),
-                                        journal.baseline_decision_counts(name))  # fmt: skip
     improvement = None
     if baseline is not None and best is not None and None not in (baseline.value, best.value):
         assert baseline.value is not None and best.value is not None
         improvement = best.value - baseline.value
+    flights = [in_flight_of(journal, r, budgets or {}) for r in runview.in_flight(journal, name)]
     return {
         "name": name,
         "branch": run.branch,
@@ -62,16 +60,8 @@ def summary_of(journal: Journal, run: RunRecord, budgets: dict[str, float] | Non
         "baseline": _brief(baseline),
         "best": _brief(best),
         "improvement": improvement,
-        "experiments": counts.experiments,
-        "keeps": counts.keeps,
-        "since_keep": counts.since_keep,
-        "elapsed_seconds": round(counts.elapsed, 3),
-        "cost_usd": counts.cost_usd,
-        "decisions": decisions,
-        "categories": categories,
-        "in_flight": [
-            in_flight_of(journal, r, budgets or {}) for r in runview.in_flight(journal, name)
-        ],
+        **tallies.of(name).read(journal),
+        "in_flight": flights,
         "now": time.time(),
     }
 
@@ -90,17 +80,21 @@ def in_flight_of(journal: Journal, record: ExperimentRecord, budgets: dict[str, 
             "budget": budgets.get(record.stage)}  # fmt: skip
 
 
-def summary(root: Path, name: str, budgets: dict[str, float]) -> dict[str, Any]:
+def summary(root: Path, name: str, tallies: Tallies, budgets: dict[str, float]
+            ) -> dict[str, Any]:  # fmt: skip
     with reading(root) as journal:
-        return summary_of(journal, _run(journal, name), budgets)
+        return summary_of(journal, _run(journal, name), tallies, budgets)
 
 
 def points(root: Path, name: str, after: int, limit: int) -> dict[str, Any]:
+    """Progress points as compact rows (`columns` names them), and each decision's
+    category: a long series stays small and quick to encode."""
     with reading(root) as journal:
         _run(journal, name)
         found = runview.points(journal, name, after, max(1, min(limit, runview.POINTS_MAX)))
-        return {"run": name, "after": after, "points": [p.to_json() for p in found],
-                "last": found[-1].id if found else after}  # fmt: skip
+    return {"run": name, "after": after, "columns": ["id", "decision", "value", "baseline"],
+            "points": [p.to_row() for p in found], "categories": runview.CATEGORY,
+            "last": found[-1].id if found else after}  # fmt: skip
 
 
 def row_of(record: ExperimentRecord) -> dict[str, Any]:

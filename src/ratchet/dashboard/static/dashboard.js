@@ -93,10 +93,11 @@ class RunPage {
 
   async start() {
     for (;;) { // every point so far, page by page
-      const page = await api(`${this.base()}/points?after=${this.last}&limit=20000`);
-      this.points.push(...page.points);
+      const page = await api(`${this.base()}/points?after=${this.last}&limit=5000`);
+      this.categories = page.categories;
+      for (const row of page.points) this.points.push(this.point(row));
       this.last = page.last;
-      if (page.points.length < 20000) break;
+      if (page.points.length < 5000) break;
     }
     const rows = await api(`${this.base()}/experiments?limit=15`);
     for (const row of rows.experiments.slice().reverse()) if (row.decision) this.addRow(row);
@@ -114,8 +115,13 @@ class RunPage {
     source.addEventListener("update", (event) => this.update(JSON.parse(event.data)));
   }
 
+  point(row) { // [id, decision, value, baseline] as the API sends it
+    const [id, decision, value, baseline] = row;
+    return { id, decision, value, baseline: Boolean(baseline), category: this.categories[decision] };
+  }
+
   async update(message) {
-    const fresh = message.points.filter((p) => p.id > this.last);
+    const fresh = message.points.map((row) => this.point(row)).filter((p) => p.id > this.last);
     if (fresh.length) {
       this.points.push(...fresh);
       this.last = message.last;
