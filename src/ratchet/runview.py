@@ -88,6 +88,20 @@ def points(journal: Journal, run: str, after: int = 0, limit: int = POINTS_MAX) 
     return out
 
 
+def point_rows(journal: Journal, run: str, after: int = 0, limit: int = POINTS_MAX
+               ) -> list[tuple[int, str, float | None, int]]:  # fmt: skip
+    """`points` as `Point.to_row` gives them, straight from SQLite: what the dashboard
+    sends, page after page, for a long run's chart. A value that is not finite is None."""
+    cursor = journal.db.cursor()
+    cursor.row_factory = None  # plain tuples, as json encodes them
+    return cursor.execute(
+        "SELECT id, decision, CASE WHEN abs(value) <= 1.7976931348623157e308 THEN value END,"
+        " proposer = ? FROM experiments WHERE run = ? AND id > ? AND decision IS NOT NULL"
+        " ORDER BY id LIMIT ?",
+        (BASELINE_PROPOSER, run, after, limit),
+    ).fetchall()
+
+
 def decisions_of(category: str | None, decision: str | None) -> list[str] | None:
     """The decisions a filter lets through (None: all); a name that is neither a
     decision nor a category is a usage error."""

@@ -91,10 +91,10 @@ def points(root: Path, name: str, after: int, limit: int) -> dict[str, Any]:
     category: a long series stays small and quick to encode."""
     with reading(root) as journal:
         _run(journal, name)
-        found = runview.points(journal, name, after, max(1, min(limit, runview.POINTS_MAX)))
+        found = runview.point_rows(journal, name, after, max(1, min(limit, runview.POINTS_MAX)))
     return {"run": name, "after": after, "columns": ["id", "decision", "value", "baseline"],
-            "points": [p.to_row() for p in found], "categories": runview.CATEGORY,
-            "last": found[-1].id if found else after}  # fmt: skip
+            "points": found, "categories": runview.CATEGORY,
+            "last": found[-1][0] if found else after}  # fmt: skip
 
 
 def row_of(record: ExperimentRecord) -> dict[str, Any]:
