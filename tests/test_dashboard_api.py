@@ -233,3 +233,44 @@ def test_served_for_real_with_a_token(project: Path) -> None:
     finally:
         stop(child)
     assert TOKEN not in (child.stdout.read() if child.stdout else "")  # never printed
+
+
+def test_tally_follows_the_journal_as_it_grows(project: Path, tmp_path: Path) -> None:
+    """Folded once, then kept up to date: the same counts as `Journal.counts` at each step,
+    an experiment in flight included (it holds the frontier back)."""
+    import shutil
+
+    from ratchet.dashboard.tally import Tally
+    from ratchet.decisions import user_counts
+    from ratchet.journal import Journal
+
+    copy = tmp_path / "journal.db"
+    source = Journal(project / ".ratchet" / "journal.db")
+    source.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    source.close()
+    shutil.copyfile(project / ".ratchet" / "journal.db", copy)
+    journal = Journal(copy)
+    tally = Tally("default")
+
+    def agrees() -> None:
+        counts = journal.counts("default")
+        decisions, categories = user_counts(journal.decision_counts("default"),
+                                            journal.baseline_decision_counts("default"))  # fmt: skip
+        got = tally.read(journal)
+        assert (got["experiments"], got["keeps"], got["since_keep"], got["cost_usd"]) == (
+            counts.experiments, counts.keeps, counts.since_keep, counts.cost_usd)  # fmt: skip
+        assert got["elapsed_seconds"] == round(counts.elapsed, 3)
+        assert got["decisions"] == decisions and got["categories"] == categories
+
+    agrees()
+    parent = "0" * 40
+    slow = journal.begin_experiment("default", 0, parent, "command")  # stays in flight
+    fast = journal.begin_experiment("default", 1, parent, "command")
+    journal.record_proposal(fast, "r", "", [], {}, 1.0, 10, 0.25)
+    journal.decide(fast, "discard", "not better", 3.0)
+    agrees()
+    assert tally.frontier == slow  # nothing past the experiment in flight is folded
+    journal.decide(slow, "keep", "better", 0.5)
+    agrees()
+    assert tally.read(journal)["since_keep"] == 1 and tally.frontier == fast + 1
+    journal.close()
