@@ -73,6 +73,16 @@ def test_experiments_are_paginated_and_filtered(client: TestClient, project: Pat
     assert first["total"] == len(every) == 7
     pages = [first, second, third]
     assert [e["id"] for p in pages for e in p["experiments"]] == every
+    # or page on from the last id seen: the same pages, no offset to skip
+    keyset, before = [], None
+    while True:
+        params = {"limit": 3, **({"before": before} if before else {})}
+        page = client.get("/api/runs/default/experiments", params=params).json()
+        if not page["experiments"]:
+            break
+        keyset += [e["id"] for e in page["experiments"]]
+        before = page["next_before"]
+    assert keyset == every
     kept = client.get("/api/runs/default/experiments", params={"category": "kept"}).json()
     assert {e["decision"] for e in kept["experiments"]} == {"keep"} and kept["total"] == 4
     crash = client.get("/api/runs/default/experiments", params={"decision": "crash"}).json()

@@ -133,23 +133,31 @@ def page(
     offset: int = 0,
     limit: int = 50,
     decisions: list[str] | None = None,
+    before: int | None = None,
+    total: int | None = None,
 ) -> Page:
     """One page of the run's experiments, newest first, without patches; `decisions`
-    filters (the experiments in flight are left out by any filter)."""
+    filters (the experiments in flight are left out by any filter); `before` starts
+    below that id (a page's last: the next page without an offset to skip). `total`,
+    when the caller knows it, saves counting the rows."""
     limit = max(1, min(limit, PAGE_MAX))
     offset = max(0, offset)
-    where, args = "run = ?", [run]
+    where, args = "run = ?", list[Any]([run])
     if decisions is not None:
         where += f" AND decision IN ({', '.join('?' * len(decisions))})"
         args += decisions
-    total = journal.db.execute(f"SELECT COUNT(*) FROM experiments WHERE {where}", args)
-    count = int(total.fetchone()[0])
+    if total is None:
+        found = journal.db.execute(f"SELECT COUNT(*) FROM experiments WHERE {where}", args)
+        total = int(found.fetchone()[0])
+    if before is not None:
+        where += " AND id < ?"
+        args.append(before)
     # ids first, from an index; then those rows alone, whole but for the patch
     ids = [row[0] for row in journal.db.execute(
         f"SELECT id FROM experiments WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
         [*args, limit, offset])]  # fmt: skip
     records = _records(journal, ids)
-    return Page(records, count, offset, limit)
+    return Page(records, total, offset, limit)
 
 
 def _records(journal: Journal, ids: list[int]) -> list[ExperimentRecord]:

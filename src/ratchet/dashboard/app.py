@@ -103,7 +103,7 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
     def api_points(
         run: str,
         after: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1, le=20_000)] = 5000,
+        limit: Annotated[int, Query(ge=1, le=20_000)] = 2000,
     ) -> Response:
         """The progress chart's points (decided experiments after id `after`), as rows
         `[id, decision, value, baseline]`; page on with `after` = `last`."""
@@ -117,9 +117,11 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         decision: str | None = None,
         category: str | None = None,
+        before: Annotated[int | None, Query(ge=1)] = None,
     ) -> dict[str, Any]:
-        """A page of the run's experiments, newest first, filtered by decision or category."""
-        return data.experiments(root, run, offset, limit, decision, category)
+        """A page of the run's experiments, newest first, filtered by decision or category.
+        `before` (a page's `next_before`) pages on without an offset to skip."""
+        return data.experiments(root, run, tallies, offset, limit, decision, category, before)
 
     @app.get("/api/runs/{run}/keeps", tags=["review"])
     def api_keeps(run: str) -> dict[str, Any]:
@@ -152,7 +154,7 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
             yield "retry: 2000\n\n"
             while not await request.is_disconnected():
                 summary = await run_in_threadpool(data.summary, root, run, tallies, stage_budgets)
-                fresh = await run_in_threadpool(data.points, root, run, last, 5000)
+                fresh = await run_in_threadpool(data.points, root, run, last, 2000)
                 state = json.dumps({k: v for k, v in summary.items() if k != "now"},
                                    sort_keys=True, default=str)  # fmt: skip
                 if fresh["points"] or state != seen:
@@ -191,7 +193,7 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
         decision: str | None = None,
         category: str | None = None,
     ) -> HTMLResponse:
-        found = _or_404(lambda: data.experiments(root, run, (page_number - 1) * per_page,
+        found = _or_404(lambda: data.experiments(root, run, tallies, (page_number - 1) * per_page,
                                                  per_page, decision or None, category or None))  # fmt: skip
         pages = max(1, -(-found["total"] // per_page))
         from ratchet.decisions import Category, Decision

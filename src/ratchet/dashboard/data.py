@@ -115,15 +115,20 @@ def row_of(record: ExperimentRecord) -> dict[str, Any]:
     }
 
 
-def experiments(root: Path, name: str, offset: int, limit: int, decision: str | None,
-                category: str | None) -> dict[str, Any]:  # fmt: skip
+def experiments(root: Path, name: str, tallies: Tallies, offset: int, limit: int,
+                decision: str | None, category: str | None, before: int | None = None
+                ) -> dict[str, Any]:  # fmt: skip
+    """A page of experiments; the total from the run's tally, not from counting rows."""
     chosen = runview.decisions_of(category, decision)
     with reading(root) as journal:
         _run(journal, name)
-        found = runview.page(journal, name, offset, limit, chosen)
+        total = tallies.of(name).rows(journal, chosen)
+        found = runview.page(journal, name, offset, limit, chosen, before, total)
+    records = found.records
     return {"run": name, "total": found.total, "offset": found.offset, "limit": found.limit,
+            "before": before, "next_before": records[-1].id if records else None,
             "decision": decision, "category": category,
-            "experiments": [row_of(r) for r in found.records]}  # fmt: skip
+            "experiments": [row_of(r) for r in records]}  # fmt: skip
 
 
 def experiment(root: Path, experiment_id: int) -> dict[str, Any]:

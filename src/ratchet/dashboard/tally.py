@@ -28,6 +28,8 @@ class _Sums:
     """Sums over experiments in id order (the order the run started them in)."""
 
     decisions: Counter[str] = field(default_factory=Counter)  # the baseline's left out
+    rows: Counter[str] = field(default_factory=Counter)  # every decided row, by decision
+    undecided: int = 0  # rows in flight
     cost_usd: float = 0.0
     elapsed: float = 0.0
     latest_end: float = 0.0
@@ -35,7 +37,10 @@ class _Sums:
 
     def add(self, row: Row) -> None:
         _, decision, proposer, cost, started, ended = row
-        if decision is not None:
+        if decision is None:
+            self.undecided += 1
+        else:
+            self.rows[decision] += 1
             self.cost_usd += cost or 0.0
         if ended is not None:  # each span counts past the latest end before it
             self.elapsed += max(0.0, ended - max(started, self.latest_end))
@@ -51,8 +56,8 @@ class _Sums:
             self.since_keep += 1
 
     def copy(self) -> _Sums:
-        return _Sums(Counter(self.decisions), self.cost_usd, self.elapsed, self.latest_end,
-                     self.since_keep)  # fmt: skip
+        return _Sums(Counter(self.decisions), Counter(self.rows), self.undecided, self.cost_usd,
+                     self.elapsed, self.latest_end, self.since_keep)  # fmt: skip
 
 
 class Tally:
@@ -62,6 +67,7 @@ class Tally:
         self.run = run
         self.frontier = 0  # every experiment below this id is decided and folded in
         self.folded = _Sums()
+        self.latest = self.folded  # the sums as the last `read` left them
         self.lock = threading.Lock()
 
     def _fold_in_sql(self, journal: Journal) -> None:
@@ -74,13 +80,14 @@ class Tally:
         ).fetchone()
         frontier = first_open if first_open is not None else (last or 0) + 1
         sums = self.folded
-        for decision, count, cost in journal.db.execute(
-            "SELECT decision, COUNT(*) FILTER (WHERE proposer != ?), SUM(cost_usd)"
+        for decision, count, every, cost in journal.db.execute(
+            "SELECT decision, COUNT(*) FILTER (WHERE proposer != ?), COUNT(*), SUM(cost_usd)"
             " FROM experiments WHERE run = ? AND id < ? GROUP BY decision",
             (BASELINE_PROPOSER, run, frontier),
         ):
             if count:
                 sums.decisions[decision] += count
+            sums.rows[decision] += every
             sums.cost_usd += cost or 0.0
         # the union of the spans, as `Journal.counts` takes it
         sums.elapsed, sums.latest_end = journal.db.execute(
@@ -121,6 +128,7 @@ class Tally:
                 else:
                     now.add(row)
             sums = now or self.folded
+            self.latest = sums
             decisions = {d: n for d, n in sorted(sums.decisions.items())}
             interrupted = decisions.get("interrupted", 0)
             return {
@@ -132,6 +140,16 @@ class Tally:
                 "decisions": decisions,
                 "categories": by_category(decisions.items()),
             }
+
+    def rows(self, journal: Journal, decisions: list[str] | None) -> int:
+        """How many of the run's experiments have one of `decisions` (None: every
+        experiment, the baseline and those in flight included), without counting rows."""
+        self.read(journal)  # up to date
+        with self.lock:
+            sums = self.latest
+            if decisions is None:
+                return sum(sums.rows.values()) + sums.undecided
+            return sum(sums.rows.get(d, 0) for d in decisions)
 
 
 class Tallies:

@@ -93,11 +93,11 @@ class RunPage {
 
   async start() {
     for (;;) { // every point so far, page by page
-      const page = await api(`${this.base()}/points?after=${this.last}&limit=5000`);
+      const page = await api(`${this.base()}/points?after=${this.last}&limit=2000`);
       this.categories = page.categories;
       for (const row of page.points) this.points.push(this.point(row));
       this.last = page.last;
-      if (page.points.length < 5000) break;
+      if (page.points.length < 2000) break;
     }
     const rows = await api(`${this.base()}/experiments?limit=15`);
     for (const row of rows.experiments.slice().reverse()) if (row.decision) this.addRow(row);
