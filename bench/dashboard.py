@@ -76,9 +76,10 @@ def endpoints(root: Path) -> list[str]:
     return [
         "/api/runs",
         "/api/runs/default",
-        "/api/runs/default/points?after=0&limit=5000",
-        f"/api/runs/default/points?after={last - 5000}&limit=5000",
+        "/api/runs/default/points?after=0&limit=2000",
+        f"/api/runs/default/points?after={last - 2000}&limit=2000",
         "/api/runs/default/experiments?limit=50",
+        f"/api/runs/default/experiments?limit=50&before={middle}",
         f"/api/runs/default/experiments?limit=50&offset={last - 100}",
         "/api/runs/default/experiments?limit=50&category=failed%20to%20measure",
         "/api/runs/default/experiments?limit=50&decision=crash&offset=5000",
