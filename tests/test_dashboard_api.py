@@ -135,6 +135,15 @@ def test_hostile_text_is_escaped_on_every_page(client: TestClient, project: Path
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
 
 
+def test_compare_shows_runs_side_by_side(client: TestClient) -> None:
+    page = client.get("/compare", params={"runs": "default"})
+    assert page.status_code == 200
+    row = page.text.split("<tbody>")[1].split("</tbody>")[0]
+    cells = [c.split(">")[-1] for c in row.split("</td>")[:-1]]
+    # run, metric, baseline, best, change, experiments, keeps, failed
+    assert cells[1:8] == ["score (minimize)", "9", "0", "-9", "6", "3", "1"]
+
+
 def test_approve_and_reject_go_through_governance(client: TestClient, project: Path) -> None:
     first, second, _ = keep_ids(project)
     done = client.post(f"/api/experiments/{first}/approve", json={"note": "looks <b>right</b>"})

@@ -157,3 +157,23 @@ def test_report_of_an_unknown_run_is_a_one_line_error(finished: Path) -> None:
     result = ratchet(finished, "report", "--run", "nope")
     assert result.returncode == 2
     assert result.stderr.strip() == "ratchet: error: no run named 'nope' (runs: default)"
+
+
+def test_holdout_line_and_gap_where_recorded(finished: Path, tmp_path: Path) -> None:
+    """A run whose best has a holdout value: its line on the plot, its gap in the report."""
+    from dataclasses import replace
+
+    from ratchet import runview
+    from ratchet.project import Project
+    from ratchet.report import collect, plot_progress, render_markdown
+
+    with runview.reading(finished) as journal:
+        report = collect(journal, "default", Project(finished).spec)
+    assert report.incumbent is not None and report.holdout_gap is None
+    without = plot_progress(report, tmp_path / "without.png")
+    held = replace(report, incumbent=replace(report.incumbent, holdout=0.5))
+    with_holdout = plot_progress(held, tmp_path / "with.png")
+    purple = (0x7B, 0x32, 0x94)
+    assert not near(pixels(without)[2], purple) and near(pixels(with_holdout)[2], purple)
+    assert "- holdout: 0.5 for the best (search 0), gap +0.5" in render_markdown(held)
+    assert "- holdout:" not in render_markdown(report)

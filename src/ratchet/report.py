@@ -154,7 +154,7 @@ def plot_progress(report: RunReport, path: Path) -> Path:
                      label=f"baseline {report.baseline.value:.6g}")  # fmt: skip
     best = report.incumbent
     if best is not None and best.holdout is not None:
-        axes.axhline(best.holdout, color="#d73027", linestyle=":", linewidth=1.8,
+        axes.axhline(best.holdout, color="#7b3294", linestyle=":", linewidth=1.8,
                      label=f"holdout of the best {best.holdout:.6g}")  # fmt: skip
     if failed:  # no value to place them by: a band at the bottom of the plot
         axes.scatter(failed, [0.02] * len(failed), transform=axes.get_xaxis_transform(),
