@@ -67,10 +67,6 @@ class RunReport:
     points: list[Point] = field(default_factory=list)
 
     @property
-    def best(self) -> ExperimentRecord | None:
-        return self.incumbent
-
-    @property
     def holdout_gap(self) -> float | None:
         """How far the incumbent's holdout lies from its search value (metric units)."""
         best = self.incumbent
@@ -96,11 +92,7 @@ def collect(journal: Journal, run: str, spec: Spec) -> RunReport:
         lines.append(KeepLine(keep, previous, confirmed.get(keep.id, 0), verdict, note))
         previous = keep.value if keep.value is not None else previous
     decisions, _ = user_counts(journal.decision_counts(run), journal.baseline_decision_counts(run))
-    tokens, seconds = journal.db.execute(
-        "SELECT COALESCE(SUM(cost_tokens), 0), COALESCE(SUM(cost_seconds), 0) FROM experiments"
-        " WHERE run = ?",
-        (run,),
-    ).fetchone()
+    tokens, seconds = runview.costs(journal, run)
     all_points: list[Point] = []
     while True:  # in pages: each answer stays bounded
         more = runview.points(journal, run, all_points[-1].id if all_points else 0)
@@ -108,8 +100,8 @@ def collect(journal: Journal, run: str, spec: Spec) -> RunReport:
         if len(more) < runview.POINTS_MAX:
             break
     return RunReport(record, baseline, journal.incumbent(run), noise, policy.confidence,
-                     policy.max_repeats, lines, decisions, journal.counts(run), int(tokens),
-                     float(seconds), len(runview.in_flight(journal, run)), all_points)  # fmt: skip
+                     policy.max_repeats, lines, decisions, journal.counts(run), tokens, seconds,
+                     len(runview.in_flight(journal, run)), all_points)  # fmt: skip
 
 
 # the plot ------------------------------------------------------------------------------

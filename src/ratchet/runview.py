@@ -68,10 +68,6 @@ class Point:
     value: float | None
     baseline: bool
 
-    def to_row(self) -> list[Any]:
-        """Compact, for a long series: [id, decision, value, baseline (0 or 1)]."""
-        return [self.id, self.decision, self.value, int(self.baseline)]
-
 
 def points(journal: Journal, run: str, after: int = 0, limit: int = POINTS_MAX) -> list[Point]:
     """The run's decided experiments after id `after`, oldest first, read from the
@@ -90,8 +86,9 @@ def points(journal: Journal, run: str, after: int = 0, limit: int = POINTS_MAX) 
 
 def point_rows(journal: Journal, run: str, after: int = 0, limit: int = POINTS_MAX
                ) -> list[tuple[int, str, float | None, int]]:  # fmt: skip
-    """`points` as `Point.to_row` gives them, straight from SQLite: what the dashboard
-    sends, page after page, for a long run's chart. A value that is not finite is None."""
+    """`points` as rows `(id, decision, value, baseline 0 or 1)`, straight from SQLite:
+    what the dashboard sends, page after page, for a long run's chart. A value that is
+    not finite is None."""
     cursor = journal.db.cursor()
     cursor.row_factory = None  # plain tuples, as json encodes them
     return cursor.execute(
@@ -206,6 +203,16 @@ def review_states(journal: Journal, run: str) -> dict[int, tuple[str, str]]:
         (run,),
     )
     return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def costs(journal: Journal, run: str) -> tuple[int, float]:
+    """The run's proposer tokens and seconds, all experiments together."""
+    tokens, seconds = journal.db.execute(
+        "SELECT COALESCE(SUM(cost_tokens), 0), COALESCE(SUM(cost_seconds), 0) FROM experiments"
+        " WHERE run = ?",
+        (run,),
+    ).fetchone()
+    return int(tokens), float(seconds)
 
 
 def confirmations(journal: Journal, ids: list[int]) -> dict[int, int]:

@@ -23,6 +23,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
@@ -176,7 +177,7 @@ def create_app(root: Path, token: str | None = None, budgets: dict[str, float] |
     def index(request: Request) -> Response:
         runs = data.runs(root, tallies) if (root / ".ratchet" / "journal.db").exists() else []
         if len(runs) == 1 and not request.query_params.get("all"):
-            return RedirectResponse(f"/runs/{runs[0]['name']}", status_code=303)
+            return RedirectResponse(f"/runs/{quote(runs[0]['name'], safe='')}", status_code=303)
         return page(request, "index.html", runs=runs)
 
     @app.get("/runs/{run}", response_class=HTMLResponse, include_in_schema=False)

@@ -19,7 +19,7 @@ function svg(tag, attrs) {
 }
 
 function fmt(v) {
-  return v === null || v === undefined ? "-" : Number(v).toPrecision(6).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
+  return v === null || v === undefined ? "-" : String(Number(Number(v).toPrecision(6)));
 }
 
 async function api(path, options) {
