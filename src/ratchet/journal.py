@@ -271,6 +271,19 @@ class Journal:
         except OSError:
             return None
 
+    @classmethod
+    def read_only(cls, path: Path) -> Journal:
+        """The journal opened for reading only (reports, the dashboard): it never writes,
+        so it can be read while a run writes it (WAL). Raises `sqlite3.OperationalError`
+        when the file is missing."""
+        journal = cls.__new__(cls)
+        journal.path, journal.verified, journal.full_check = path, False, False
+        journal.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                     isolation_level=None, check_same_thread=False)  # fmt: skip
+        journal.db.row_factory = sqlite3.Row
+        journal.db.execute("PRAGMA busy_timeout=5000")
+        return journal
+
     def close(self) -> None:
         whole = False
         if self.verified:  # a run's journal, verified when it opened: checkpointed whole?

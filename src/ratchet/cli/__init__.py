@@ -9,6 +9,7 @@ then reading the journal, then governance.
 from ratchet.cli import running  # noqa: F401  (registers init, run, doctor, noise, demo)
 from ratchet.cli import reading  # noqa: F401  (registers status, log, show)
 from ratchet.cli import governing  # noqa: F401  (registers review, finalize)
+from ratchet.cli import viewing  # noqa: F401  (registers report, dashboard)
 
 # isort: on
 from ratchet.cli.common import app

@@ -84,10 +84,15 @@ def run(
         int | None,
         typer.Option(help="Experiments at once (default: [executor] parallel).", min=1, max=256),
     ] = None,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Redraw .ratchet/reports/RUN/progress.png after decisions."),
+    ] = False,
 ) -> None:
     """Run the loop on this project, or continue the run of that name."""
     project = _project()
-    outcome = _start(project, name, max_experiments, _duration(max_time, "--max-time"), parallel)
+    outcome = _start(project, name, max_experiments, _duration(max_time, "--max-time"), parallel,
+                     report)  # fmt: skip
     if _failed(outcome):
         raise typer.Exit(1)
 
@@ -103,18 +108,35 @@ def _start(
     max_experiments: int | None,
     max_time: float | None,
     parallel: int | None = None,
+    report: bool = False,
 ) -> Any:
     from ratchet.cli.signals import stopping_on_signals
+    from ratchet.events import Event
     from ratchet.project import Project
     from ratchet.view import LiveView, PlainView
 
     api = Project(project)
     spec = api.spec
     view = LiveView(console) if console.is_terminal else PlainView(sys.stdout)
+    refresher = None
+    if report:  # the plot is redrawn beside the view, in a thread of its own
+        from ratchet.report import ProgressRefresher
+
+        refresher = ProgressRefresher(project, spec, name or spec.run.name)
+
+    def observer(event: Event) -> None:
+        view(event)
+        if refresher is not None:
+            refresher(event)
+
     run = api.run(name, max_experiments=max_experiments, max_time=max_time,
-                  parallel=parallel, observer=view)  # fmt: skip
-    with view, stopping_on_signals(run.stop):
-        stopped = run.start().wait()
+                  parallel=parallel, observer=observer)  # fmt: skip
+    try:
+        with view, stopping_on_signals(run.stop):
+            stopped = run.start().wait()
+    finally:
+        if refresher is not None:
+            refresher.close()
     _summary(stopped, spec.metric.name, project)
     return stopped
 
