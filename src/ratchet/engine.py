@@ -239,9 +239,12 @@ class Engine(ExperimentStages):
 
     def _interrupt_slots(self) -> None:
         """Kill what every slot waits for, so that each can record its experiment."""
+        from ratchet.proposers.providers import BACKOFF
+
         for slot in self.slots:
             kill_leftover(pidfile_for(slot.path))
         self.executor.interrupt()
+        BACKOFF.interrupt()  # an llm proposal waiting out its endpoint's back-off
 
     def measure_noise(self, repeats: int) -> NoiseReport:
         """Measure the incumbent `repeats` more times, in every slot at once (in a new run,

@@ -464,7 +464,23 @@ def measure_commit(project: Path, spec: Spec, run: str, commit: str) -> Measurem
 def finalize(
     project: Path, journal: Journal, spec: Spec, run: str, approved_only: bool = False
 ) -> Finalized:
-    """Build `ratchet/<run>-final` from the chosen keeps, measure it, audit it."""
+    """Build `ratchet/<run>-final` from the chosen keeps, measure it, audit it. It holds
+    the project's run lock throughout: a run moving its branch (or a second finalize)
+    while the keeps are replayed and measured would give a final branch of no run's
+    state, so either one is refused with `RunLocked`, naming the holder."""
+    from ratchet.errors import RunLocked
+    from ratchet.runs import run_lock
+
+    try:
+        with run_lock(project / workspace.STATE_DIR, run, doing="finalize"):
+            return _finalize(project, journal, spec, run, approved_only)
+    except RunLocked as refused:  # only the lock raises it: finalizing takes no other
+        raise RunLocked(f"cannot finalize now: {refused}") from None
+
+
+def _finalize(
+    project: Path, journal: Journal, spec: Spec, run: str, approved_only: bool
+) -> Finalized:
     record = journal.run(run)
     if record is None:
         raise UsageError(f"no run named '{run}'")
