@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ratchet import journalcheck
 from ratchet.decisions import BASELINE_PROPOSER, NO_MEASUREMENT, Decision, decision_of
 from ratchet.errors import JournalDamaged, is_journal_damage
-from ratchet.private import DIR_MODE, create_private, tighten_file, write_private
+from ratchet.private import DIR_MODE, create_private, tighten_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -104,7 +104,6 @@ _WITHOUT_PATCH = (
     " cost_seconds, cost_tokens, cost_usd, stage, decision, why, value, metrics, duration,"
     " started_at, ended_at, holdout, patch_hash"
 )
-CHECKED_SUFFIX = ".checked"  # beside the journal: its file as a verified run left it
 
 
 @dataclass(frozen=True)
@@ -193,7 +192,7 @@ class Journal:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self.path = path
         self.verified = verify
-        self.full_check = False  # whether opening it read every page (see `_check`)
+        self.check = ""  # how opening it checked the file: schema, recent or full
         # SQLite gives the -wal and -shm files the database's own mode: 0600 throughout
         create_private(path)
         for suffix in ("-wal", "-shm"):
@@ -217,7 +216,7 @@ class Journal:
         """Set the journal up; what is wrong with the file, if `verify` finds anything."""
         self.db.row_factory = sqlite3.Row
         if verify:
-            problem = self._check()
+            problem, self.check = journalcheck.check(self.db, self.path)
             if problem is not None:
                 return problem
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -236,51 +235,25 @@ class Journal:
         self.db.execute(CONFIRM_INDEX)
         self.db.execute(START_INDEX)
         self.db.execute(VALUE_INDEX)
+        if verify:  # sound so far: a crash from here on leaves the cheaper check to do
+            journalcheck.mark_open(self.db, self.path)
         return None
-
-    def _check(self) -> str | None:
-        """What is wrong with the file, before anything is written into it.
-
-        The full check reads every page (seconds on a journal of 100,000 experiments), so
-        it is done only when the file is not as a verified run left it when it closed
-        (a crash, a copy, a change from outside, a journal never checked); otherwise
-        reading its schema (the header and the first pages) is check enough.
-        """
-        self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        if self._checked_stamp() == self._stamp():
-            return None
-        self.full_check = True
-        problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            return f"database disk image is malformed: {problems[0]}"
-        return None
-
-    def _stamp(self) -> str:
-        """The journal file's size, change time and inode, and its WAL's size (0 when
-        every write is in the file)."""
-        info = os.stat(self.path)
-        try:
-            wal = os.stat(self.path.with_name(self.path.name + "-wal")).st_size
-        except FileNotFoundError:
-            wal = 0
-        return f"{info.st_size} {info.st_mtime_ns} {info.st_ino} {wal}"
-
-    def _checked_stamp(self) -> str | None:
-        try:
-            return self.path.with_name(self.path.name + CHECKED_SUFFIX).read_text().strip()
-        except OSError:
-            return None
 
     def close(self) -> None:
-        whole = False
+        rows, whole = None, False
         if self.verified:  # a run's journal, verified when it opened: checkpointed whole?
             with contextlib.suppress(sqlite3.Error):
+                rows = journalcheck.last_ids(self.db)
                 busy, left, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 whole = busy == 0 and left == 0
         self.db.close()
-        if whole:  # as this run leaves it: the next run's check can be the cheap one
-            with contextlib.suppress(OSError):
-                write_private(self.path.with_name(self.path.name + CHECKED_SUFFIX), self._stamp())
+        if whole and rows is not None:  # as this run leaves it: the next check is cheap
+            journalcheck.mark_closed(self.path, rows)
+
+    @property
+    def full_check(self) -> bool:
+        """Whether opening it read every page of the file."""
+        return self.check == "full"
 
     # runs ---------------------------------------------------------------------------
     def run(self, name: str) -> RunRecord | None:
@@ -630,9 +603,10 @@ class Journal:
 
     def baseline_decision_counts(self, run: str) -> dict[str, int]:
         """The decisions of the run's baseline attempts: no experiments of the search."""
+        # through the proposer's index: the few baseline rows, not every decided one's
         rows = self.db.execute(
-            "SELECT decision, COUNT(*) FROM experiments WHERE run = ? AND proposer = ?"
-            " AND decision IS NOT NULL GROUP BY decision",
+            "SELECT decision, COUNT(*) FROM experiments INDEXED BY experiments_by_proposer"
+            " WHERE run = ? AND proposer = ? AND decision IS NOT NULL GROUP BY decision",
             (run, BASELINE_PROPOSER),
         ).fetchall()
         return {row[0]: row[1] for row in rows}
