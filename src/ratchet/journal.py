@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ratchet import journalcheck
-from ratchet.decisions import BASELINE_PROPOSER, NO_MEASUREMENT, Decision, decision_of
+from ratchet.decisions import BASELINE_PROPOSER, Decision, decision_of
 from ratchet.errors import JournalDamaged, is_journal_damage
+from ratchet.journalcounts import KEEP_AFTER, SPANS_SCHEMA, elapsed, run_counts
+from ratchet.journalcounts import RunCounts as RunCounts  # where it was defined before
 from ratchet.private import DIR_MODE, create_private, tighten_file
 
 SCHEMA = """
@@ -175,16 +177,6 @@ class MeasurementRecord:
     started_at: float
 
 
-@dataclass(frozen=True)
-class RunCounts:
-    experiments: int  # decided experiments, the baseline and interruptions not counted
-    keeps: int  # keeps after the baseline
-    since_keep: int  # decided experiments after the last keep
-    elapsed: float  # wall seconds spent in experiments, all sessions together
-    cost_usd: float
-    failing: int = 0  # experiments in a row, up to now, that produced no measurement
-
-
 class Journal:
     def __init__(self, path: Path, verify: bool = False) -> None:
         """Open (or create) the journal. With `verify`, as before a run writes to it, a
@@ -193,6 +185,7 @@ class Journal:
         self.path = path
         self.verified = verify
         self.check = ""  # how opening it checked the file: schema, recent or full
+        self._decided = 0  # decisions written through this journal
         # SQLite gives the -wal and -shm files the database's own mode: 0600 throughout
         create_private(path)
         for suffix in ("-wal", "-shm"):
@@ -222,7 +215,7 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA + SPANS_SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(experiments)")}
         for column, kind in (("holdout", "REAL"), ("patch_hash", "TEXT")):
             if column not in columns:  # a journal written by an older ratchet
@@ -362,6 +355,11 @@ class Journal:
                 experiment,
             ),
         )
+        if self.verified:  # a run's journal: now and then, the elapsed time's kept sum
+            self._decided += 1
+            if self._decided % KEEP_AFTER == 0:
+                row = self.db.execute("SELECT run FROM experiments WHERE id = ?", (experiment,))
+                elapsed(self.db, row.fetchone()[0], keep_state=True)
 
     def interrupt_unfinished(self, run: str) -> list[int]:
         """Give every experiment left in flight by a dead ratchet its terminal decision."""
@@ -556,42 +554,8 @@ class Journal:
         return str(row["output"]) if row else ""
 
     def counts(self, run: str) -> RunCounts:
-        row = self.db.execute(
-            "SELECT"
-            " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision != 'interrupted'),"
-            " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision = 'keep'),"
-            " COALESCE(SUM(cost_usd), 0)"
-            " FROM experiments WHERE run = ? AND decision IS NOT NULL",
-            (run,),
-        ).fetchone()
-        # wall time spent in experiments: the union of their spans, since parallel slots
-        # overlap; each span counts only past the latest end of those that started before it
-        elapsed = self.db.execute(
-            "SELECT COALESCE(SUM(MAX(0, ended_at - MAX(started_at, COALESCE(before, 0)))), 0)"
-            " FROM (SELECT started_at, ended_at, MAX(ended_at) OVER (ORDER BY started_at, id"
-            " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"
-            " FROM experiments WHERE run = ? AND ended_at IS NOT NULL)",
-            (run,),
-        ).fetchone()[0]
-        last_keep = self.db.execute(
-            "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE run = ? AND decision = 'keep'",
-            (run,),
-        ).fetchone()[0]
-        since = self.db.execute(
-            "SELECT COUNT(*) FROM experiments WHERE run = ? AND id > ? AND decision IS NOT NULL"
-            " AND decision != 'interrupted'",
-            (run, last_keep),
-        ).fetchone()[0]
-        failing = 0
-        for (decision,) in self.db.execute(
-            "SELECT decision FROM experiments WHERE run = ? AND decision IS NOT NULL"
-            " AND decision != 'interrupted' ORDER BY id DESC LIMIT 1000",
-            (run,),
-        ):
-            if decision not in NO_MEASUREMENT:
-                break
-            failing += 1
-        return RunCounts(row[0], row[1], since, elapsed, row[2], failing)
+        """The run's totals; a run's own journal keeps the elapsed time's partial sum."""
+        return run_counts(self.db, run, keep_state=self.verified)
 
     def decision_counts(self, run: str) -> dict[str, int]:
         rows = self.db.execute(
