@@ -60,7 +60,8 @@ if RuntimeParam is not None:
 
     @dataclass(frozen=True)
     class PlainValue(RuntimeParam):
-        """An option's text as its plain type; a bad number is typer's usage error."""
+        """An option's text as its plain type; a bad number is the usage error typer's
+        own coercion gives, in its words."""
 
         kind: type
 
@@ -72,8 +73,10 @@ if RuntimeParam is not None:
             try:
                 return self.kind(value)
             except (TypeError, ValueError):
-                label = {int: "integer", float: "number"}.get(self.kind, self.kind.__name__)
-                raise typer.BadParameter(f"{value!r} is not a valid {label}.", ctx, param) from None
+                label = {int: "an integer", float: "a number"}.get(self.kind, "a value")
+                kind = label.split()[-1]  # typer's own (pydantic's) words for the same error
+                message = f"Input should be a valid {kind}, unable to parse string as {label}"
+                raise typer.BadParameter(message, ctx, param) from None
 
 
 def make_plain(params: list[Any]) -> None:
