@@ -13,9 +13,9 @@ keep every 2,000 experiments with a real commit on the run's branch). Then it ti
   mid-experiment, so that the start checks the journal a crash left;
 - `python -c pass`, the floor under every command on the machine at hand.
 
-Commands run as an installed ratchet does, with their bytecode cached (in a folder of
-the bench's own; PYTHONDONTWRITEBYTECODE, where the environment sets it, is dropped for
-them), each once untimed first.
+Commands run as an installed ratchet does, with their bytecode cached
+(PYTHONDONTWRITEBYTECODE, where the environment sets it, is dropped for them), each
+once untimed first.
 
     python bench/big_journal.py [--experiments 100000] [--repeats 5] [--dir PATH]
                                 [--json PATH]
@@ -81,12 +81,11 @@ SCORE = "from value import X, Y\nprint(f'score: {(X - 2) ** 2 + (Y - 7) ** 2 / 1
 
 
 def child_env() -> dict[str, str]:
-    """As an installed ratchet runs: its modules' bytecode cached (a machine that sets
-    PYTHONDONTWRITEBYTECODE would compile ratchet's modules at every command), here in a
-    folder of the bench's own, warmed by the first command."""
+    """As an installed ratchet runs: its modules' bytecode cached beside them (where the
+    environment sets PYTHONDONTWRITEBYTECODE, ratchet's modules would be compiled at
+    every command; the libraries' own caches are read either way)."""
     env = {**os.environ, **GIT_ENV}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "ratchet-bench-pycache")
     return env
 
 
@@ -330,6 +329,8 @@ def run_and_measure(root: Path, repeats: int) -> dict[str, object]:
     }
     for args in commands.values():  # once untimed: the bytecode cache warmed, as in use
         timed(root, *args)
+    warm = "import ratchet.engine, ratchet.proposers.knobs, ratchet.proposers.command"
+    timed(root, python=[sys.executable, "-c", warm])  # the run's modules too
     times = {
         label: [timed(root, *args) for _ in range(repeats)] for label, args in commands.items()
     }
