@@ -9,11 +9,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+import typer
 from test_scale import _fill
+from typer.testing import CliRunner
 
 from conftest import GIT_ENV, make_project, ratchet
+from ratchet.cli.plainparams import PlainTyper
 from ratchet.journal import Journal
 
 READERS_NEVER = ("pydantic", "pygit2", "pygments", "click", "optuna", "openai", "numpy",
@@ -84,3 +88,36 @@ def test_a_ranged_option_keeps_typers_own_check(project: Path) -> None:
     refused = ratchet(project, "run", "--max-experiments", "0")
     assert refused.returncode == 2
     assert "--max-experiments" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def _echo_app(kind: type[typer.Typer]) -> typer.Typer:
+    app = kind(add_completion=False)
+
+    @app.command()
+    def echo(
+        n: int,
+        ratio: Annotated[float | None, typer.Option()] = None,
+        label: Annotated[str | None, typer.Option()] = None,
+        loud: Annotated[bool, typer.Option("--loud")] = False,
+    ) -> None:
+        print(repr((n, ratio, label, loud)))
+
+    @app.command()
+    def other() -> None:  # two commands: `echo` is named on the command line
+        pass
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["echo", "3"], ["echo", "3", "--ratio", "0.5", "--label", "x y", "--loud"],
+     ["echo", "-4", "--ratio", "1e3"], ["echo", "x"], ["echo", "3", "--ratio", "half"]],
+)  # fmt: skip
+def test_plain_coercion_answers_as_typers_own(args: list[str]) -> None:
+    """The same values, and the same usage errors, as typer's pydantic coercion."""
+    runner = CliRunner()
+    plain = runner.invoke(_echo_app(PlainTyper), args)
+    typers = runner.invoke(_echo_app(typer.Typer), args)
+    assert (plain.exit_code, plain.output) == (typers.exit_code, typers.output)
+    assert plain.exit_code in (0, 2)

@@ -22,6 +22,9 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
+# a boolean option's text, as typer (through pydantic) reads it; empty is false
+_TRUE = {"1", "on", "t", "true", "y", "yes"}
+_FALSE = {"0", "off", "f", "false", "n", "no", ""}
 PLAIN_TYPES: tuple[type, ...] = (str, int, float, bool)
 
 try:  # typer's private coercion contract: absent, options keep typer's own coercion
@@ -68,8 +71,15 @@ if RuntimeParam is not None:
         def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
             if isinstance(value, self.kind):
                 return value
-            if self.kind is bool:  # flags arrive as bools; anything else is typer's
-                raise typer.BadParameter(f"{value!r} is not a valid boolean.", ctx, param)
+            if isinstance(value, bytes):  # argv that was not text: as typer decodes it
+                value = value.decode("utf-8", "replace")
+            if self.kind is str:
+                return str(value)
+            if self.kind is bool:  # flags arrive as bools; a text value in pydantic's words
+                word = str(value).strip().lower()
+                if word in _TRUE or word in _FALSE:
+                    return word in _TRUE
+                raise typer.BadParameter("Input should be a valid boolean", ctx, param)
             try:
                 return self.kind(value)
             except (TypeError, ValueError):
