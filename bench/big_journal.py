@@ -9,7 +9,13 @@ keep every 2,000 experiments with a real commit on the run's branch). Then it ti
   runs of each, as a user types them: a fresh process each);
 - a resumed `ratchet run`, from its start to the first new experiment's row in the
   journal, and its peak memory (the whole process), with the `knobs` proposer and with
-  the `command` proposer.
+  the `command` proposer, and once more after a run was killed outright (`kill -9`)
+  mid-experiment, so that the start checks the journal a crash left;
+- `python -c pass`, the floor under every command on the machine at hand.
+
+Commands run as an installed ratchet does, with their bytecode cached
+(PYTHONDONTWRITEBYTECODE, where the environment sets it, is dropped for them), each
+once untimed first.
 
     python bench/big_journal.py [--experiments 100000] [--repeats 5] [--dir PATH]
                                 [--json PATH]
@@ -64,9 +70,23 @@ budget = "20s"
 {proposer}
 """
 KNOBS = 'kind = "knobs"\nseed = 1'
-COMMAND = 'kind = "command"\ncommand = "sed -i s/^Y = .*/Y = $RANDOM/ value.py"'
+COMMAND = 'kind = "command"\ncommand = "{python} propose.py"'
+PROPOSE = (  # the command proposer: a new Y (sh has no $RANDOM)
+    "import random, re\n"
+    "text = open('value.py').read()\n"
+    "open('value.py', 'w').write(re.sub(r'Y = \\d+', f'Y = {random.randint(1, 50)}', text))\n"
+)
 VALUE = "X = {x}  # ratchet: knob float 0..10\nY = {y}  # ratchet: knob int 1..50\n"
 SCORE = "from value import X, Y\nprint(f'score: {(X - 2) ** 2 + (Y - 7) ** 2 / 100}')\n"
+
+
+def child_env() -> dict[str, str]:
+    """As an installed ratchet runs: its modules' bytecode cached beside them (where the
+    environment sets PYTHONDONTWRITEBYTECODE, ratchet's modules would be compiled at
+    every command; the libraries' own caches are read either way)."""
+    env = {**os.environ, **GIT_ENV}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def git(root: Path, *args: str, data: str | None = None) -> str:
@@ -77,7 +97,7 @@ def git(root: Path, *args: str, data: str | None = None) -> str:
 
 
 def ratchet(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **GIT_ENV}
+    env = child_env()
     return subprocess.run([sys.executable, "-m", "ratchet", *args], cwd=root,
                           capture_output=True, text=True, env=env)  # fmt: skip
 
@@ -89,6 +109,7 @@ def make_project(root: Path) -> None:
         ".gitignore": ".ratchet/\n",
         "value.py": VALUE.format(x=5.0, y=20),
         "score.py": SCORE,
+        "propose.py": PROPOSE,
         "ratchet.toml": SPEC.format(python=sys.executable, proposer=KNOBS),
     }
     for name, text in files.items():
@@ -218,21 +239,24 @@ def fill(root: Path, count: int, seed: int = 0) -> None:
     db.execute("COMMIT")
     db.close()
     git(root, "update-ref", f"refs/heads/ratchet/{RUN}", tip)
-    # the results.tsv of a night that wrote each row as it was decided
+    # as the night that wrote them leaves the journal: its results.tsv written row by row,
+    # the elapsed time's partial sum kept as it decided, the file closed as a run closes it
     from ratchet.journal import Journal
     from ratchet.results import export_tsv
 
-    journal = Journal(root / ".ratchet" / "journal.db")
+    journal = Journal(root / ".ratchet" / "journal.db", verify=True)
+    journal.counts(RUN)
     export_tsv(journal, RUN, "score", root / ".ratchet" / "results.tsv", force=True)
     journal.close()
 
 
-def timed(root: Path, *args: str) -> tuple[float, float]:
+def timed(root: Path, *args: str, python: list[str] | None = None) -> tuple[float, float]:
     """`ratchet ARGS`: its wall seconds, and its CPU seconds (user and system), which a
     machine shared with other work inflates far less than the wall time."""
-    env = {**os.environ, **GIT_ENV}
+    env = child_env()
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "ratchet", *args], cwd=root, env=env,
+    command = python or [sys.executable, "-m", "ratchet", *args]
+    child = subprocess.Popen(command, cwd=root, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - start
@@ -253,14 +277,16 @@ def newest(db_path: Path) -> int:
 def resume(root: Path, proposer: str) -> dict[str, float]:
     """A resumed run of one more experiment: seconds to its first new experiment's row,
     and the process's peak memory."""
-    spec = SPEC.format(python=sys.executable, proposer=proposer)
-    if (root / "ratchet.toml").read_text() != spec:
+    spec = SPEC.format(python=sys.executable, proposer=proposer.format(python=sys.executable))
+    if (root / "ratchet.toml").read_text() != spec or not (root / "propose.py").exists():
         (root / "ratchet.toml").write_text(spec)
-        git(root, "commit", "-q", "-am", "bench: the proposer")
+        (root / "propose.py").write_text(PROPOSE)
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "bench: the proposer")
     db_path = root / ".ratchet" / "journal.db"
     decided = sqlite3.connect(db_path).execute(
         "SELECT COUNT(*) FROM experiments WHERE decision IS NOT NULL").fetchone()[0]  # fmt: skip
-    env = {**os.environ, **GIT_ENV}
+    env = child_env()
     start = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-m", "ratchet", "run", "--max-experiments", str(decided + 1)],
@@ -301,9 +327,16 @@ def run_and_measure(root: Path, repeats: int) -> dict[str, object]:
         f"show {some}": ["show", str(some)],
         "review": ["review"],
     }
+    for args in commands.values():  # once untimed: the bytecode cache warmed, as in use
+        timed(root, *args)
+    warm = "import ratchet.engine, ratchet.proposers.knobs, ratchet.proposers.command"
+    timed(root, python=[sys.executable, "-c", warm])  # the run's modules too
     times = {
         label: [timed(root, *args) for _ in range(repeats)] for label, args in commands.items()
     }
+    # the floor under every command: the interpreter's own start on this machine
+    times["python -c pass"] = [timed(root, python=[sys.executable, "-c", "pass"])
+                               for _ in range(repeats)]  # fmt: skip
     results: dict[str, object] = {
         "journal_mib": round((root / ".ratchet" / "journal.db").stat().st_size / 2**20, 1),
         "experiments": newest(root / ".ratchet" / "journal.db"),
@@ -317,7 +350,28 @@ def run_and_measure(root: Path, repeats: int) -> dict[str, object]:
     }
     results["resume_knobs"] = resume(root, KNOBS)
     results["resume_command"] = resume(root, COMMAND)
+    kill_a_run(root)
+    results["resume_command_after_kill_9"] = resume(root, COMMAND)
     return results
+
+
+def kill_a_run(root: Path) -> None:
+    """A run killed outright (`kill -9`) once its first new experiment has begun: the
+    journal is left open, as after a crash, for the next start to check."""
+    decided = sqlite3.connect(root / ".ratchet" / "journal.db").execute(
+        "SELECT COUNT(*) FROM experiments WHERE decision IS NOT NULL").fetchone()[0]  # fmt: skip
+    brief = root / ".ratchet" / "brief-0.json"
+    brief.unlink(missing_ok=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ratchet", "run", "--max-experiments", str(decided + 50)],
+        cwd=root, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    while not (brief.exists() and brief.stat().st_size > 0):
+        if child.poll() is not None:
+            raise SystemExit("the run to kill ended first")
+        time.sleep(0.005)
+    child.kill()
+    child.wait()
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,11 @@ class Engine(ExperimentStages):
         for slot in self.slots:
             kill_leftover(pidfile_for(slot.path))
         self.executor.interrupt()
+        # an llm proposal waiting out its endpoint's back-off; no import in a signal
+        # handler: where the module was never imported, no proposal waits on it
+        providers = sys.modules.get("ratchet.proposers.providers")
+        if providers is not None:
+            providers.BACKOFF.interrupt()
 
     def measure_noise(self, repeats: int) -> NoiseReport:
         """Measure the incumbent `repeats` more times, in every slot at once (in a new run,

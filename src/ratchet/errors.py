@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-import sqlite3
+import sys
 
 
 class UsageError(Exception):
@@ -31,11 +31,15 @@ _DISK_FULL_WORDS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
 _SQLITE_CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
+def _sqlite_error(error: BaseException) -> bool:
+    """Whether `error` is SQLite's. Never imports sqlite3 (`ratchet --help` does not
+    need it): a process that never imported it has no SQLite error to tell apart."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(error, sqlite3.DatabaseError)
+
+
 def is_journal_damage(error: BaseException) -> bool:
-    return (
-        isinstance(error, sqlite3.DatabaseError)
-        and getattr(error, "sqlite_errorcode", None) in _SQLITE_CORRUPT
-    )
+    return _sqlite_error(error) and getattr(error, "sqlite_errorcode", None) in _SQLITE_CORRUPT
 
 
 def machine_failure(error: BaseException) -> str | None:
@@ -52,7 +56,7 @@ def machine_failure(error: BaseException) -> str | None:
             f"the disk is full ({str(error).strip().splitlines()[-1][:200]}); free some space "
             "and run the same command again: the run resumes where it stopped"
         )
-    if isinstance(error, sqlite3.DatabaseError):
+    if _sqlite_error(error):
         if getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
             return (
                 "the disk is full (the journal could not be written); free some space "

@@ -15,19 +15,21 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pygit2
-
-from ratchet import workspace
 from ratchet.decisions import Decision
-from ratchet.environment import Redactor, child_environment
 from ratchet.errors import UsageError
 from ratchet.journal import ExperimentRecord, Journal, RunRecord
-from ratchet.measure import Measurement, measure_candidate
-from ratchet.private import private_dir, write_private
-from ratchet.sandbox import ProcessSandbox
-from ratchet.spec import Spec
+
+# `review` and its approvals read the journal alone: git (pygit2), the spec's models
+# (pydantic) and measuring are imported by what uses them, so `ratchet review` stays quick
+if TYPE_CHECKING:
+    import pygit2
+
+    from ratchet.measure import Measurement
+    from ratchet.spec import Spec
+
+STATE_DIR = ".ratchet"  # workspace.STATE_DIR, without importing pygit2 for it
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS approvals (
@@ -51,6 +53,8 @@ def ensure_schema(journal: Journal) -> None:
 
 
 def final_branch(run: str) -> str:
+    from ratchet import workspace
+
     return workspace.branch_name(f"{run}{FINAL_SUFFIX}")
 
 
@@ -83,6 +87,8 @@ def _approvals(journal: Journal, run: str) -> dict[int, list[Approval]]:
 
 def identity(project: Path) -> str:
     """Who decides: the project's git identity, else $USER."""
+    from ratchet import workspace
+
     name = workspace.git(project, "config", "--get", "user.name", check=False).strip()
     email = workspace.git(project, "config", "--get", "user.email", check=False).strip()
     if name and email:
@@ -356,6 +362,10 @@ class Finalized:
 
 
 def _committer(repo: pygit2.Repository) -> pygit2.Signature:
+    import pygit2
+
+    from ratchet import workspace
+
     try:
         return repo.default_signature
     except (KeyError, pygit2.GitError):
@@ -365,6 +375,8 @@ def _committer(repo: pygit2.Repository) -> pygit2.Signature:
 
 def _checked_out(project: Path, branch: str) -> bool:
     """Whether any worktree of the repository has `branch` checked out."""
+    from ratchet import workspace
+
     listing = workspace.git(project, "worktree", "list", "--porcelain", check=False)
     return f"branch refs/heads/{branch}" in listing.splitlines()
 
@@ -400,6 +412,8 @@ def replay(
     repo: pygit2.Repository, base: str, chosen: list[ExperimentRecord]
 ) -> tuple[str, dict[int, str], list[Skipped]]:
     """Each keep's change merged onto the previous result (cherry-pick), in memory."""
+    import pygit2
+
     head = pygit2.Oid(hex=base)
     tree = repo[head].peel(pygit2.Tree)
     committer = _committer(repo)
@@ -438,6 +452,8 @@ def replay(
 
 
 def _remove_worktree(project: Path, path: Path) -> None:
+    from ratchet import workspace
+
     if path.exists():
         workspace.git(project, "worktree", "remove", "--force", str(path), check=False)
         shutil.rmtree(path, ignore_errors=True)
@@ -446,6 +462,12 @@ def _remove_worktree(project: Path, path: Path) -> None:
 
 def measure_commit(project: Path, spec: Spec, run: str, commit: str) -> Measurement:
     """The spec's metric, measured once (seed 0) in a temporary worktree of `commit`."""
+    from ratchet import workspace
+    from ratchet.environment import Redactor, child_environment
+    from ratchet.measure import measure_candidate
+    from ratchet.private import private_dir, write_private
+    from ratchet.sandbox import ProcessSandbox
+
     state = private_dir(project / workspace.STATE_DIR)
     ignore = state / ".gitignore"
     if not ignore.exists():
@@ -464,7 +486,27 @@ def measure_commit(project: Path, spec: Spec, run: str, commit: str) -> Measurem
 def finalize(
     project: Path, journal: Journal, spec: Spec, run: str, approved_only: bool = False
 ) -> Finalized:
-    """Build `ratchet/<run>-final` from the chosen keeps, measure it, audit it."""
+    """Build `ratchet/<run>-final` from the chosen keeps, measure it, audit it. It holds
+    the project's run lock throughout: a run moving its branch (or a second finalize)
+    while the keeps are replayed and measured would give a final branch of no run's
+    state, so either one is refused with `RunLocked`, naming the holder."""
+    from ratchet.errors import RunLocked
+    from ratchet.runs import run_lock
+
+    try:
+        with run_lock(project / STATE_DIR, run, doing="finalize"):
+            return _finalize(project, journal, spec, run, approved_only)
+    except RunLocked as refused:  # only the lock raises it: finalizing takes no other
+        raise RunLocked(f"cannot finalize now: {refused}") from None
+
+
+def _finalize(
+    project: Path, journal: Journal, spec: Spec, run: str, approved_only: bool
+) -> Finalized:
+    import pygit2
+
+    from ratchet import workspace
+
     record = journal.run(run)
     if record is None:
         raise UsageError(f"no run named '{run}'")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ratchet.decisions import BASELINE_PROPOSER, NO_MEASUREMENT, Decision, decision_of
+from ratchet import journalcheck
+from ratchet.decisions import BASELINE_PROPOSER, Decision, decision_of
 from ratchet.errors import JournalDamaged, is_journal_damage
-from ratchet.private import DIR_MODE, create_private, tighten_file, write_private
+from ratchet.journalcounts import KEEP_AFTER, SPANS_SCHEMA, elapsed, run_counts
+from ratchet.journalcounts import RunCounts as RunCounts  # where it was defined before
+from ratchet.private import DIR_MODE, create_private, tighten_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -104,7 +106,6 @@ _WITHOUT_PATCH = (
     " cost_seconds, cost_tokens, cost_usd, stage, decision, why, value, metrics, duration,"
     " started_at, ended_at, holdout, patch_hash"
 )
-CHECKED_SUFFIX = ".checked"  # beside the journal: its file as a verified run left it
 
 
 @dataclass(frozen=True)
@@ -176,16 +177,6 @@ class MeasurementRecord:
     started_at: float
 
 
-@dataclass(frozen=True)
-class RunCounts:
-    experiments: int  # decided experiments, the baseline and interruptions not counted
-    keeps: int  # keeps after the baseline
-    since_keep: int  # decided experiments after the last keep
-    elapsed: float  # wall seconds spent in experiments, all sessions together
-    cost_usd: float
-    failing: int = 0  # experiments in a row, up to now, that produced no measurement
-
-
 class Journal:
     def __init__(self, path: Path, verify: bool = False) -> None:
         """Open (or create) the journal. With `verify`, as before a run writes to it, a
@@ -193,7 +184,8 @@ class Journal:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self.path = path
         self.verified = verify
-        self.full_check = False  # whether opening it read every page (see `_check`)
+        self.check = ""  # how opening it checked the file: schema, recent or full
+        self._decided = 0  # decisions written through this journal
         # SQLite gives the -wal and -shm files the database's own mode: 0600 throughout
         create_private(path)
         for suffix in ("-wal", "-shm"):
@@ -217,13 +209,13 @@ class Journal:
         """Set the journal up; what is wrong with the file, if `verify` finds anything."""
         self.db.row_factory = sqlite3.Row
         if verify:
-            problem = self._check()
+            problem, self.check = journalcheck.check(self.db, self.path)
             if problem is not None:
                 return problem
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA + SPANS_SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(experiments)")}
         for column, kind in (("holdout", "REAL"), ("patch_hash", "TEXT")):
             if column not in columns:  # a journal written by an older ratchet
@@ -236,40 +228,9 @@ class Journal:
         self.db.execute(CONFIRM_INDEX)
         self.db.execute(START_INDEX)
         self.db.execute(VALUE_INDEX)
+        if verify:  # sound so far: a crash from here on leaves the cheaper check to do
+            journalcheck.mark_open(self.db, self.path)
         return None
-
-    def _check(self) -> str | None:
-        """What is wrong with the file, before anything is written into it.
-
-        The full check reads every page (seconds on a journal of 100,000 experiments), so
-        it is done only when the file is not as a verified run left it when it closed
-        (a crash, a copy, a change from outside, a journal never checked); otherwise
-        reading its schema (the header and the first pages) is check enough.
-        """
-        self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        if self._checked_stamp() == self._stamp():
-            return None
-        self.full_check = True
-        problems = [str(row[0]) for row in self.db.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            return f"database disk image is malformed: {problems[0]}"
-        return None
-
-    def _stamp(self) -> str:
-        """The journal file's size, change time and inode, and its WAL's size (0 when
-        every write is in the file)."""
-        info = os.stat(self.path)
-        try:
-            wal = os.stat(self.path.with_name(self.path.name + "-wal")).st_size
-        except FileNotFoundError:
-            wal = 0
-        return f"{info.st_size} {info.st_mtime_ns} {info.st_ino} {wal}"
-
-    def _checked_stamp(self) -> str | None:
-        try:
-            return self.path.with_name(self.path.name + CHECKED_SUFFIX).read_text().strip()
-        except OSError:
-            return None
 
     @classmethod
     def read_only(cls, path: Path) -> Journal:
@@ -277,7 +238,7 @@ class Journal:
         so it can be read while a run writes it (WAL). Raises `sqlite3.OperationalError`
         when the file is missing."""
         journal = cls.__new__(cls)
-        journal.path, journal.verified, journal.full_check = path, False, False
+        journal.path, journal.verified, journal.check, journal._decided = path, False, "", 0
         journal.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
                                      isolation_level=None, check_same_thread=False)  # fmt: skip
         journal.db.row_factory = sqlite3.Row
@@ -285,15 +246,20 @@ class Journal:
         return journal
 
     def close(self) -> None:
-        whole = False
+        rows, whole = None, False
         if self.verified:  # a run's journal, verified when it opened: checkpointed whole?
             with contextlib.suppress(sqlite3.Error):
+                rows = journalcheck.last_ids(self.db)
                 busy, left, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 whole = busy == 0 and left == 0
         self.db.close()
-        if whole:  # as this run leaves it: the next run's check can be the cheap one
-            with contextlib.suppress(OSError):
-                write_private(self.path.with_name(self.path.name + CHECKED_SUFFIX), self._stamp())
+        if whole and rows is not None:  # as this run leaves it: the next check is cheap
+            journalcheck.mark_closed(self.path, rows)
+
+    @property
+    def full_check(self) -> bool:
+        """Whether opening it read every page of the file."""
+        return self.check == "full"
 
     # runs ---------------------------------------------------------------------------
     def run(self, name: str) -> RunRecord | None:
@@ -402,6 +368,11 @@ class Journal:
                 experiment,
             ),
         )
+        if self.verified:  # a run's journal: now and then, the elapsed time's kept sum
+            self._decided += 1
+            if self._decided % KEEP_AFTER == 0:
+                row = self.db.execute("SELECT run FROM experiments WHERE id = ?", (experiment,))
+                elapsed(self.db, row.fetchone()[0], keep_state=True)
 
     def interrupt_unfinished(self, run: str) -> list[int]:
         """Give every experiment left in flight by a dead ratchet its terminal decision."""
@@ -596,42 +567,8 @@ class Journal:
         return str(row["output"]) if row else ""
 
     def counts(self, run: str) -> RunCounts:
-        row = self.db.execute(
-            "SELECT"
-            " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision != 'interrupted'),"
-            " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision = 'keep'),"
-            " COALESCE(SUM(cost_usd), 0)"
-            " FROM experiments WHERE run = ? AND decision IS NOT NULL",
-            (run,),
-        ).fetchone()
-        # wall time spent in experiments: the union of their spans, since parallel slots
-        # overlap; each span counts only past the latest end of those that started before it
-        elapsed = self.db.execute(
-            "SELECT COALESCE(SUM(MAX(0, ended_at - MAX(started_at, COALESCE(before, 0)))), 0)"
-            " FROM (SELECT started_at, ended_at, MAX(ended_at) OVER (ORDER BY started_at, id"
-            " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"
-            " FROM experiments WHERE run = ? AND ended_at IS NOT NULL)",
-            (run,),
-        ).fetchone()[0]
-        last_keep = self.db.execute(
-            "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE run = ? AND decision = 'keep'",
-            (run,),
-        ).fetchone()[0]
-        since = self.db.execute(
-            "SELECT COUNT(*) FROM experiments WHERE run = ? AND id > ? AND decision IS NOT NULL"
-            " AND decision != 'interrupted'",
-            (run, last_keep),
-        ).fetchone()[0]
-        failing = 0
-        for (decision,) in self.db.execute(
-            "SELECT decision FROM experiments WHERE run = ? AND decision IS NOT NULL"
-            " AND decision != 'interrupted' ORDER BY id DESC LIMIT 1000",
-            (run,),
-        ):
-            if decision not in NO_MEASUREMENT:
-                break
-            failing += 1
-        return RunCounts(row[0], row[1], since, elapsed, row[2], failing)
+        """The run's totals; a run's own journal keeps the elapsed time's partial sum."""
+        return run_counts(self.db, run, keep_state=self.verified)
 
     def decision_counts(self, run: str) -> dict[str, int]:
         rows = self.db.execute(
@@ -643,9 +580,10 @@ class Journal:
 
     def baseline_decision_counts(self, run: str) -> dict[str, int]:
         """The decisions of the run's baseline attempts: no experiments of the search."""
+        # through the proposer's index: the few baseline rows, not every decided one's
         rows = self.db.execute(
-            "SELECT decision, COUNT(*) FROM experiments WHERE run = ? AND proposer = ?"
-            " AND decision IS NOT NULL GROUP BY decision",
+            "SELECT decision, COUNT(*) FROM experiments INDEXED BY experiments_by_proposer"
+            " WHERE run = ? AND proposer = ? AND decision IS NOT NULL GROUP BY decision",
             (run, BASELINE_PROPOSER),
         ).fetchall()
         return {row[0]: row[1] for row in rows}

@@ -32,10 +32,11 @@ _held_guard = threading.Lock()
 
 
 @contextmanager
-def run_lock(state: Path, name: str) -> Iterator[None]:
+def run_lock(state: Path, name: str, doing: str = "run") -> Iterator[None]:
     """Hold the project's one run lock for the run `name`, or raise `RunLocked` naming
     the run that holds it and its process. Nested holds in one thread are allowed; another
-    thread of this process (a second run through the Python API) is refused too."""
+    thread of this process (a second run through the Python API) is refused too. `doing`
+    is what the holder does with the run, as a refusal names it (`run`, `finalize`)."""
     state.mkdir(parents=True, exist_ok=True)
     path = (state / LOCK_FILE).resolve()
     with _held_guard:
@@ -54,7 +55,7 @@ def run_lock(state: Path, name: str) -> Iterator[None]:
                 raise RunLocked(_holder_message(path)) from None
             # the lock is ours: now say whose it is, for whoever is refused
             os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"run": name, "pid": os.getpid()}).encode())
+            os.write(fd, json.dumps({"run": name, "pid": os.getpid(), "doing": doing}).encode())
             _held[path] = (threading.get_ident(), 1)
     try:
         yield
@@ -86,22 +87,33 @@ def lock_holder(state: Path) -> tuple[str, int] | None:
 
 
 def _read_holder(path: Path) -> tuple[str, int] | None:
+    found = _read_holding(path)
+    return (found[0], found[1]) if found else None
+
+
+def _read_holding(path: Path) -> tuple[str, int, str] | None:
+    """The holder's run, process id and what it does with the run."""
     try:
         data = json.loads(path.read_text())
-        return str(data["run"]), int(data["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return str(data["run"]), int(data["pid"]), str(data.get("doing", "run"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def _holder_message(path: Path) -> str:
     deadline = time.monotonic() + _HOLDER_WAIT
-    holder = _read_holder(path)
+    holder = _read_holding(path)
     while holder is None and time.monotonic() < deadline:
         time.sleep(0.02)  # the holder locks first and writes its name just after
-        holder = _read_holder(path)
+        holder = _read_holding(path)
     if holder is None:
         return "another ratchet run is starting in this project; wait for it or stop it first"
-    run, pid = holder
+    run, pid, doing = holder
+    if doing != "run":
+        return (
+            f"'ratchet {doing}' of run '{run}' is working in this project (process {pid}); "
+            f"one at a time: wait for it, or stop it with Ctrl-C or 'kill {pid}'"
+        )
     return (
         f"run '{run}' is running in this project (process {pid}); one run at a time: "
         f"wait for it, or stop it with Ctrl-C or 'kill {pid}'"

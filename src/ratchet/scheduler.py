@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 STOP_GRACE = 15.0  # seconds the slots get to record what they were doing, after a stop
+REINTERRUPT = 0.1  # seconds between kills of what the slots wait for, while they finish
 
 
 class Stopped(Exception):
@@ -79,10 +80,16 @@ class Scheduler:
         try:
             for thread in threads:
                 thread.start()
+            interrupted_at = 0.0
             while any(t.is_alive() for t in threads):
-                deadline = self._deadline
-                if deadline is not None and time.monotonic() >= deadline:
+                deadline, now = self._deadline, time.monotonic()
+                if deadline is not None and now >= deadline:
                     break  # a slot stuck past the grace: the next start marks it interrupted
+                if deadline is not None and now - interrupted_at >= REINTERRUPT:
+                    # again while the slots finish: a command started just as the stop
+                    # came had no pidfile yet for the first kill to find
+                    interrupted_at = now
+                    interrupt()
                 time.sleep(0.02)
                 if self.failure is not None:
                     self.stop("an internal error")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import subprocess
 import sys
@@ -15,9 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
 
-import click
 import typer
 
+from ratchet.cli.plainparams import PlainTyper
+
+try:  # typer's own click (0.29 on); importing click beside it costs every command
+    from typer import TyperException as CommandLineError
+except ImportError:  # pragma: no cover  (an older typer, on click itself)
+    from click import ClickException as CommandLineError  # type: ignore[assignment]
 from ratchet.errors import RunError, UsageError, machine_failure
 from ratchet.plaintext import visible
 
@@ -27,7 +31,7 @@ if TYPE_CHECKING:  # imported where used: `ratchet --help` and `status` stay qui
     from ratchet.journal import Journal
     from ratchet.spec import Spec
 
-app = typer.Typer(
+app = PlainTyper(  # a typer.Typer whose plain options need no pydantic (cli/plainparams.py)
     name="ratchet",
     help="Run the autoresearch loop: propose a change, measure it, keep it only if it improves.",
     add_completion=False,
@@ -102,7 +106,7 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+        except (typer.Exit, typer.Abort, CommandLineError):
             raise  # the command line's own exits and usage errors
         except Exception as error:
             machine = machine_failure(error)
@@ -212,7 +216,22 @@ def _duration(value: str | None, option: str) -> float | None:
         raise UsageError(f"{option}: {error}") from None
 
 
+def print_diff(diff: str) -> None:
+    """A diff, coloured by pygments where the console shows colours; as it is elsewhere
+    (importing pygments costs a reading command a tenth of a second for nothing)."""
+    if console.color_system is None:
+        from rich.text import Text
+
+        console.print(Text(diff))
+        return
+    from rich.syntax import Syntax
+
+    console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
+
+
 def _print_json(data: Any) -> None:
+    import json
+
     print(json.dumps(data, indent=2, default=str))
 
 

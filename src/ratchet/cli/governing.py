@@ -18,10 +18,12 @@ from ratchet.cli.common import (
     app,
     console,
     guarded,
+    print_diff,
 )
+from ratchet.cli.plainparams import PlainTyper
 
 # review, finalize -----------------------------------------------------------------------
-review_app = typer.Typer(
+review_app = PlainTyper(
     help="List a run's keeps for a human decision; approve or reject them.",
     add_completion=False,
     rich_markup_mode=None,
@@ -40,7 +42,6 @@ def review(
     """List a run's keeps (the baseline aside): metric deltas, rationales, approvals, diffs."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.syntax import Syntax
     from rich.table import Table
     from rich.text import Text
 
@@ -102,7 +103,7 @@ def review(
         r = item.record
         console.print(plain(f"keep #{r.id} ({(r.commit or '')[:7]}): {r.rationale}", "bold"))
         diff = visible(r.patch)  # the candidate's files: escaped like any untrusted text
-        console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
+        print_diff(diff)
 
 
 IdsArgument = Annotated[

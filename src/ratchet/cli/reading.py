@@ -17,6 +17,7 @@ from ratchet.cli.common import (
     app,
     console,
     guarded,
+    print_diff,
 )
 from ratchet.errors import UsageError
 
@@ -163,7 +164,6 @@ def show(
 
 
 def _show_record(record: ExperimentRecord, output: str) -> None:
-    from rich.syntax import Syntax
     from rich.text import Text
 
     from ratchet.plaintext import visible
@@ -187,7 +187,7 @@ def _show_record(record: ExperimentRecord, output: str) -> None:
         console.print(plain(f"files: {', '.join(record.files)}", lines=False))
     if record.patch:  # the patch carries the candidate's files: escaped like any text
         patch = visible(record.patch)
-        console.print(Syntax(patch, "diff", theme="ansi_dark", background_color="default"))
+        print_diff(patch)
     if output:
         tail = "\n".join(visible(output).splitlines()[-40:])
         console.print(Text("output (tail):", style="bold"))

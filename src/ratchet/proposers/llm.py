@@ -60,6 +60,7 @@ TOOLS = [
 
 
 # for models without tool calling: aider's SEARCH/REPLACE blocks, each after its path
+_INTERRUPTED = "stopped while waiting out the back-off of the model's endpoint {url}"
 _BLOCK = re.compile(
     r"^(?P<path>[^\n`]+?)\s*\n(?:```[^\n]*\n)?<<<<<<< SEARCH\n(?P<search>.*?)\n?=======\n"
     r"(?P<replace>.*?)\n?>>>>>>> REPLACE",
@@ -249,9 +250,11 @@ class LLMProposer:
         if wait <= 0:
             return
         if wait < left:
-            time.sleep(wait)
+            if not BACKOFF.pause(wait):
+                raise ProposalError(_INTERRUPTED.format(url=self.url))
             return
-        time.sleep(max(0.0, left))
+        if not BACKOFF.pause(max(0.0, left)):
+            raise ProposalError(_INTERRUPTED.format(url=self.url))
         raise ProposalError(f"the model's endpoint {self.url} could not be reached; not tried "
                             f"again for another {BACKOFF.wait(self.url):.0f}s (back-off)")  # fmt: skip
 

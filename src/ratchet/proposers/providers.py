@@ -63,8 +63,30 @@ class Backoff:
     period, not the SDK's retries in every experiment."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # re-entrant: `interrupt` may run in a signal handler on a thread that holds it
+        self.lock = threading.RLock()
         self.failures: dict[str, tuple[int, float]] = {}  # url: (in a row, next try at)
+        self._woken = threading.Condition(self.lock)
+        self._interrupts = 0  # how many `interrupt`s so far: a pause ends at the next one
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep `seconds` waiting out a back-off; False when `interrupt` cut it short (a
+        stop must not wait for up to a proposal's budget)."""
+        end = time.monotonic() + seconds
+        with self._woken:
+            seen = self._interrupts
+            while self._interrupts == seen:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return True
+                self._woken.wait(left)
+            return False
+
+    def interrupt(self) -> None:
+        """End every pause now (a run is stopping). Safe from a signal handler."""
+        with self._woken:
+            self._interrupts += 1
+            self._woken.notify_all()
 
     def wait(self, url: str) -> float:
         """Seconds until `url` may be tried (0: now)."""
