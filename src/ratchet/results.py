@@ -2,6 +2,12 @@
 
 Each decision is appended as it is made; a start brings the file up to date with the
 journal. Untrusted text goes in as one line with every control character escaped.
+
+`[run] results_format = "autoresearch"` writes exactly autoresearch's five columns in its
+number format instead (the metric `%.6f`, memory_gb `%.1f`, `0.000000` and `0.0` where
+nothing was measured), with a commit on every row: a keep's own, and for any other
+experiment the incumbent it started from (a candidate that is not kept is never
+committed; `ratchet show` has its patch).
 """
 
 from __future__ import annotations
@@ -45,11 +51,30 @@ def memory_gb(metrics: dict[str, float]) -> float | None:
     return None
 
 
-def tsv_header(metric: str) -> str:
-    return "\t".join(["commit", metric, *TSV_COLUMNS_AFTER_METRIC, *TSV_OWN_COLUMNS]) + "\n"
+RATCHET, AUTORESEARCH = "ratchet", "autoresearch"
 
 
-def tsv_row(record: ExperimentRecord) -> str:
+def tsv_header(metric: str, fmt: str = RATCHET) -> str:
+    own = TSV_OWN_COLUMNS if fmt == RATCHET else []
+    return "\t".join(["commit", metric, *TSV_COLUMNS_AFTER_METRIC, *own]) + "\n"
+
+
+def _autoresearch_row(record: ExperimentRecord) -> str:
+    commit = record.commit if record.decision == "keep" and record.commit else record.parent
+    memory = memory_gb(record.metrics)
+    cells = [
+        commit[:7],
+        f"{record.value if record.value is not None else 0.0:.6f}",
+        f"{memory if memory is not None else 0.0:.1f}",
+        record.decision.tsv_status if record.decision is not None else "crash",
+        _cell(record.rationale),
+    ]
+    return "\t".join(cells) + "\n"
+
+
+def tsv_row(record: ExperimentRecord, fmt: str = RATCHET) -> str:
+    if fmt == AUTORESEARCH:
+        return _autoresearch_row(record)
     decision = record.decision or ""
     cells = [
         record.commit[:7] if record.commit and decision == "keep" else "",
@@ -71,7 +96,9 @@ def tsv_row(record: ExperimentRecord) -> str:
     return "\t".join(_cell(c) for c in cells) + "\n"
 
 
-def export_tsv(journal: Journal, run: str, metric: str, path: Path, force: bool = False) -> None:
+def export_tsv(
+    journal: Journal, run: str, metric: str, path: Path, force: bool = False, fmt: str = RATCHET
+) -> None:
     """Bring the run's `results.tsv` up to date with the journal, as a run starts.
 
     Each decision is appended as it is made, so the file is usually complete: then its
@@ -79,7 +106,7 @@ def export_tsv(journal: Journal, run: str, metric: str, path: Path, force: bool 
     experiments marked interrupted at this start) are appended; a file that is missing,
     of another metric or holding rows the journal does not is written afresh.
     """
-    header = tsv_header(metric)
+    header = tsv_header(metric, fmt)
     decided = journal.decided_count(run)
     if not force:
         try:
@@ -88,14 +115,15 @@ def export_tsv(journal: Journal, run: str, metric: str, path: Path, force: bool 
             written = None
         if written == decided:
             return
-        if written is not None and written < decided:
+        if written is not None and written < decided and fmt == RATCHET:
             missing = _missing_from_tsv(journal, run, path)
             if missing is not None and len(missing) == decided - written:
                 with open_appending(path) as handle:
                     for record in missing:
                         handle.write(tsv_row(record))
                 return
-    rows = (tsv_row(r) for r in journal.iter_experiments(run, patches=False) if r.decision)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = (tsv_row(r, fmt) for r in journal.iter_experiments(run, patches=False) if r.decision)
     write_private(path, header + "".join(rows))
 
 
@@ -134,6 +162,6 @@ def _missing_from_tsv(journal: Journal, run: str, path: Path) -> list[Experiment
     return [r for r in map(journal.experiment, missing) if r is not None]
 
 
-def append_tsv(record: ExperimentRecord, path: Path) -> None:
+def append_tsv(record: ExperimentRecord, path: Path, fmt: str = RATCHET) -> None:
     with open_appending(path) as handle:
-        handle.write(tsv_row(record))
+        handle.write(tsv_row(record, fmt))
