@@ -147,6 +147,6 @@ def region_violation(
         return None
     return (
         f"the proposal changed {path} at {'line' if len(set(touched)) == 1 else 'lines'} "
-        f"{_span(touched)}, outside its {where} "
-        "(the marker lines included)"
+        f"{_span(touched)}, outside its {where}; the marker lines and everything outside "
+        "them may not change"
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+
 TEMPLATE = """\
 # ratchet.toml: what ratchet may change, how it measures, when it stops.
 # Every key is described in docs/spec.md.
@@ -47,8 +50,44 @@ parallel = 1                   # experiments at once, each in its own worktree
 """
 
 
-def spec_template(files: list[str]) -> str:
-    candidates: list[str] = [f for f in ("train.py", "main.py") if f in files]
-    candidates += [f for f in files if f.endswith(".py")]
-    guess = candidates[0] if candidates else "train.py"
-    return TEMPLATE.format(editable=f'"{guess}"')
+# never the editable guess: what measures, tests or feeds a program, not the program
+_NOT_EDITABLE = re.compile(
+    r"(^|/)(evaluat\w*|eval|prepare|setup|conftest|test_\w+|\w+_test|tests?|data\w*|"
+    r"dataset\w*|__init__|__main__|noxfile|tasks|fabfile)\.py$|(^|/)(tests?|data|docs?)/"
+)
+_PREFERRED = ("train.py", "initial_program.py", "main.py", "model.py", "solution.py")
+
+
+@dataclass
+class EditableGuess:
+    """The file `ratchet init` proposes as editable, and the others it could have been."""
+
+    chosen: str
+    candidates: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def ambiguous(self) -> bool:
+        return len(self.candidates) > 1
+
+
+def guess_editable(files: list[str]) -> EditableGuess:
+    """A Python file that is neither an evaluator, a test nor data; said when assumed."""
+    python = [f for f in files if f.endswith(".py")]
+    candidates = [f for f in python if not _NOT_EDITABLE.search(f)]
+    preferred = [f for name in _PREFERRED for f in candidates if f.rsplit("/", 1)[-1] == name]
+    ordered = preferred + [f for f in candidates if f not in preferred]
+    if not ordered:
+        return EditableGuess("train.py", [], "no program file found: editable = train.py; edit it")
+    chosen = ordered[0]
+    skipped = [f for f in python if f not in candidates]
+    note = f"editable = {chosen}"
+    if len(ordered) > 1:
+        note += f" (of {', '.join(ordered[:5])})"
+    if skipped:
+        note += f"; not {', '.join(skipped[:5])} (evaluators, tests and data are never the guess)"
+    return EditableGuess(chosen, ordered, note)
+
+
+def spec_template(editable: str) -> str:
+    return TEMPLATE.format(editable=f'"{editable}"')

@@ -27,22 +27,51 @@ from ratchet.errors import UsageError
 @app.command()
 @guarded
 def init(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="With --from: the source's folder or file (default: here)."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing ratchet.toml.")] = False,
+    source: Annotated[
+        str | None,
+        typer.Option("--from", help="Import a set-up made for autoresearch, openevolve or harbor."),
+    ] = None,
 ) -> None:
     """Write a commented ratchet.toml and add .ratchet/ to .gitignore."""
     from rich.text import Text
 
     from ratchet import workspace
     from ratchet.spec import SPEC_FILE
-    from ratchet.templates import spec_template
+    from ratchet.templates import guess_editable, spec_template
 
     project = _project()
     target = project / SPEC_FILE
     if target.exists() and not force:
         raise UsageError(f"{SPEC_FILE} already exists; pass --force to overwrite it")
-    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
-    target.write_text(spec_template(files))
+    if path is not None and source is None:
+        raise UsageError("a PATH is read only with --from autoresearch|openevolve|harbor")
+    notes: list[str] = []
+    if source is not None:
+        from ratchet.importers import import_spec
+
+        imported = import_spec(source, project, path)
+        text, notes = imported.spec, imported.notes
+        notes += [f"wrote {name}" for name in imported.written]
+    else:
+        files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
+        guess = guess_editable(files)
+        if guess.ambiguous and console.is_terminal and sys.stdin.isatty():
+            guess.chosen = typer.prompt(
+                f"Which file may proposals change? ({', '.join(guess.candidates[:6])})",
+                default=guess.chosen,
+            )
+        elif guess.note:
+            notes.append(guess.note)
+        text = spec_template(guess.chosen)
+    target.write_text(text)
     workspace.ensure_ignored(project)
+    for note in notes:
+        console.print(Text(f"assumed: {note}" if not note.startswith("wrote ") else note))
     console.print(
         Text(
             f"wrote {SPEC_FILE} and added .ratchet/ to .gitignore; edit the spec, "
