@@ -21,7 +21,9 @@ from conftest import experiments, git, make_project, ratchet
 from ratchet.spec import MetricSpec, Spec, SpecError, parse_spec
 from ratchet.workspace import Slot, ensure_slot
 
-ray = pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install 'ratchet-loop[ray]'")
+ray = pytest.importorskip(
+    "ray", reason="the Ray executor needs Ray: pip install 'ratchet-loop[ray]'"
+)
 
 from ratchet.executors.ray import RayExecutor  # noqa: E402  (only once Ray is there)
 
