@@ -82,7 +82,7 @@ def budget_warning(budget: float, baseline: float) -> str | None:
     return (
         f"the baseline took {format_seconds(round(baseline, 1))} of the "
         f"{format_seconds(budget)} budget; a candidate a little slower will be killed: "
-        f"raise [metric] budget to at least {format_seconds(round(baseline * BUDGET_HEADROOM))}"
+        f"raise [metric] budget to at least {format_seconds(math.ceil(baseline * BUDGET_HEADROOM))}"
     )
 
 

@@ -156,7 +156,8 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
 @app.command()
 @guarded
 def doctor(as_json: JsonFlag = False) -> None:
-    """Which sandbox layers work on this machine, and why not."""
+    """Which sandbox layers work on this machine, and why not; whether another installed
+    distribution claims ratchet's module or command."""
     from rich.table import Table
     from rich.text import Text
 
@@ -172,6 +173,11 @@ def doctor(as_json: JsonFlag = False) -> None:
     except UsageError:
         pass  # no project or no spec here: check the layers as they come
     report = doctor_report(image, bool(network))
+    from ratchet.installation import DISTRIBUTION, name_clashes
+
+    clashes = name_clashes()
+    report.append(("name", not clashes, "; ".join(clashes) or f"only {DISTRIBUTION} provides "
+                   "the 'ratchet' module and command"))  # fmt: skip
     if as_json:
         _print_json([{"layer": n, "works": ok, "why": why} for n, ok, why in report])
         return
