@@ -99,3 +99,23 @@ def test_doctor_names_other_distributions_with_the_same_names(tmp_path: Path) ->
     assert clashes[0].startswith("ratchet 0.4.1 also provides the module 'ratchet'")
     assert clashes[1].startswith("ratchet-ci 0.1.0 also provides the command 'ratchet'")
     assert name_clashes([str(tmp_path / "nothing")]) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ("LR = 0.02  # the rate  # ratchet: knob log 1e-4..1e-1", "follows another comment"),
+        ("def f(x=0.1):  # ratchet: knob float 0..1", "is on a def or class line"),
+        ("# ratchet: knob float 0..1", "is on a line of its own"),
+        ("f(0.1)  # ratchet: knob float 0..1", "is not after 'NAME = literal'"),
+    ],
+)
+def test_every_unreadable_knob_annotation_is_an_error_with_its_line(
+    tmp_path: Path, line: str, said: str
+) -> None:
+    from ratchet.proposers.knobs import find_knobs
+
+    (tmp_path / "train.py").write_text(f"A = 1  # ratchet: knob int 0..9\n\n{line}\n")
+    with pytest.raises(SpecError) as error:
+        find_knobs(tmp_path, ["train.py"], ["train.py"])
+    assert str(error.value).startswith(f"train.py:3: this knob annotation {said}")
