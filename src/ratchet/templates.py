@@ -14,6 +14,8 @@ editable = [{editable}]        # globs: the only files a proposal may change
 context = []                   # shown to proposers, never editable
 # directive = "program.md"     # your instructions to proposers
 protected = []                 # e.g. ["prepare.py", "data/**"]: never written
+# editable = ["initial_program.py#EVOLVE-BLOCK"]  # only between a region's markers
+# outputs = ["run.log"]        # run-time files that are never part of a proposal
 
 [metric]
 command = "python3 train.py"   # run in the candidate's worktree
@@ -21,7 +23,8 @@ command = "python3 train.py"   # run in the candidate's worktree
 # outputs = ["model.npz"]    # files the command hands to the evaluator; it sees nothing else the command wrote
 name = "val_loss"              # printed as `val_loss: 1.234`, `val_loss=1.234` or JSON
 goal = "minimize"              # or "maximize"
-budget = "5m"                  # hard wall-clock limit of one measurement
+budget = "5m"                  # hard wall-clock limit of one measurement, start-up included
+# derive = {{ memory_gb = "peak_vram_mb / 1024" }}  # metrics computed from reported ones
 
 [run]
 # name = "default"             # the branch is ratchet/<name>
@@ -29,6 +32,8 @@ max_experiments = 100
 max_time = "8h"
 # patience = 30                # stop after this many experiments without a keep
 # target = 0.95                # stop once the metric reaches this
+# results = "results.tsv"      # where results.tsv goes (default .ratchet/results.tsv)
+# results_format = "autoresearch"  # exactly autoresearch's five columns and number format
 
 [policy]
 kind = "noise-aware"           # keep only improvements beyond the measured noise; or "greedy"

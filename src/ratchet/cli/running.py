@@ -124,11 +124,11 @@ def _start(
                   parallel=parallel, observer=view)  # fmt: skip
     with view, stopping_on_signals(run.stop):
         stopped = run.start().wait()
-    _summary(stopped, spec.metric.name, project)
+    _summary(stopped, spec.metric.name, project, spec.run.results)
     return stopped
 
 
-def _summary(stopped: Any, metric: str, project: Path) -> None:
+def _summary(stopped: Any, metric: str, project: Path, results: str) -> None:
     baseline, best = stopped.baseline, stopped.incumbent
     if best is None or baseline is None or baseline.value is None or best.value is None:
         return
@@ -149,7 +149,7 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
             f"{plural(counts.experiments, 'experiment')}, {plural(counts.keeps, 'keep')}"
         )
     )
-    console.print(plain(f"branch {run.branch}; results in .ratchet/results.tsv"))
+    console.print(plain(f"branch {run.branch}; results in {results}"))
 
 
 # doctor -------------------------------------------------------------------------------
