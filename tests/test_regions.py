@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_llm import FakeLLM, tool_call
 
 from conftest import experiments, make_project, ratchet
 from ratchet.regions import find_regions, region_violation
@@ -137,3 +138,41 @@ def test_unknown_region_is_a_spec_error() -> None:
             "ratchet.toml",
         )
     assert "names a region 'NOPE' that [scope] markers does not define" in str(error.value)
+
+
+def test_the_llm_proposer_is_told_the_region_and_its_edit_outside_is_refused(
+    tmp_path: Path,
+) -> None:
+    script = [
+        tool_call("edit", path="initial_program.py", search="OFFSET = 2", replace="OFFSET = 5"),
+        tool_call("edit", path="initial_program.py", search="return 5", replace="return 2"),
+        tool_call("finish", rationale="the optimum, inside the block"),
+    ]
+    with FakeLLM(script) as fake:
+        spec = f"""
+[sandbox]
+kind = "process"
+[scope]
+editable = ["initial_program.py#EVOLVE-BLOCK"]
+[metric]
+command = "{sys.executable} initial_program.py"
+name = "score"
+[policy]
+kind = "greedy"
+[run]
+max_experiments = 1
+[proposer]
+kind = "llm"
+model = "fake-model"
+base_url = "{fake.base_url}"
+api_key_env = "FAKE_LLM_KEY"
+"""
+        project = make_project(tmp_path / "p", {"initial_program.py": PROGRAM}, spec)
+        result = ratchet(project, "run", env={"FAKE_LLM_KEY": "sk-fake-0123456789"})
+    assert result.returncode == 0, result.stderr
+    first = fake.requests[0]["messages"][-1]["content"]
+    assert "In initial_program.py, only the lines between '# EVOLVE-BLOCK-START'" in first
+    refused = fake.requests[1]["messages"][-1]["content"]
+    assert "edit refused: the proposal changed initial_program.py at line 3" in refused
+    row = experiments(project)[-1]
+    assert row["decision"] == "keep" and row["value"] == 0.0
