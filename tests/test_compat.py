@@ -64,7 +64,10 @@ command = "echo 'X = 2' > value.py"
         "import time\nfrom value import X\ntime.sleep(3.4 if X == 5 else 0)\n"
         "print(f'err_pct: {abs(X - 2) * 10}')\n"
     )
-    project = make_project(tmp_path / "p", {"value.py": "X = 5\n", "score.py": score}, spec)
+    files = {"value.py": "X = 5\n", "score.py": score, ".gitignore": ".ratchet/\ncache/\n"}
+    project = make_project(tmp_path / "p", files, spec)
+    (project / "cache").mkdir()
+    (project / "cache" / "weights.bin").write_bytes(b"\0" * 64)  # ignored: never blocks a run
     result = ratchet(project, "run")
     assert result.returncode == 0, result.stderr
     rows = experiments(project)
