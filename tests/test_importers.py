@@ -153,7 +153,7 @@ def evaluate(program_path):
     return EvaluationResult({"value_score": score, "combined_score": score}, {"note": "text"})
 """
 CONFIG = """\
-max_iterations: 3
+max_iterations: 5
 llm:
   api_base: "http://127.0.0.1:9/v1"
   models:
@@ -175,8 +175,13 @@ if step == 2:  # inside the block
     program.write_text(text.replace("return 0.0", "return 2.5"))
 elif step == 3:  # outside: return the known optimum
     program.write_text(text.replace("return search()", "return 3.0"))
-else:  # the evaluator
+elif step == 4:  # the evaluator
     pathlib.Path("example/evaluator.py").write_text("def evaluate(p):\\n    return {'combined_score': 1.0}\\n")
+elif step == 5:  # inside the block, a score printed by the program itself
+    program.write_text(text.replace("return 2.5", "return 2.5\\nprint('{\\"combined_score\\": 99.0}')"))
+else:  # the same, then an exit before the evaluator can answer
+    fake = "import os\\nprint('combined_score: 99.0', flush=True)\\nos._exit(0)"
+    program.write_text(text.replace("return 2.5", "return 2.5\\n" + fake))
 """
 
 
@@ -197,7 +202,7 @@ def test_openevolve_import_runs_with_regions_and_config(tmp_path: Path) -> None:
         "maximize",
         60,
     )
-    assert spec.run.max_experiments == 3
+    assert spec.run.max_experiments == 5 and spec.metric.strict
     assert (spec.proposer.kind, spec.proposer.model) == ("llm", "big-model")
     assert spec.proposer.base_url == "http://127.0.0.1:9/v1"
     script = tmp_path / "steps.py"
@@ -218,6 +223,9 @@ def test_openevolve_import_runs_with_regions_and_config(tmp_path: Path) -> None:
         in rows[3]["why"]
     )
     assert rows[4]["decision"] == "out-of-scope" and "example/evaluator.py" in rows[4]["why"]
+    # what the program prints cannot pass for the evaluator's answer
+    assert rows[5]["decision"] == "no-metric" and "reported 2 times" in rows[5]["why"]
+    assert rows[6]["decision"] == "crash" and rows[6]["value"] is None
 
 
 def test_openevolve_runner_reads_results_as_openevolve_does() -> None:

@@ -114,6 +114,7 @@ protected = {toml_list([evaluator_rel])}       # the evaluator is never written
 command = {toml_string(command)}
 name = "combined_score"
 goal = "maximize"
+strict = true                        # a program printing its own combined_score is no-metric
 budget = "{budget}s"                 # config.yaml's evaluator timeout, plus start-up
 
 [run]
