@@ -122,3 +122,36 @@ def test_every_unreadable_knob_annotation_is_an_error_with_its_line(
     with pytest.raises(SpecError) as error:
         find_knobs(tmp_path, ["train.py"], ["train.py"])
     assert str(error.value).startswith(f"train.py:3: this knob annotation {said}")
+
+
+def test_a_results_file_that_is_not_the_runs_is_never_overwritten(tmp_path: Path) -> None:
+    spec = f"""
+[scope]
+editable = ["value.py"]
+[metric]
+command = "{PY} score.py"
+name = "score"
+[run]
+max_experiments = 1
+results = "results.tsv"
+results_format = "autoresearch"
+[sandbox]
+kind = "process"
+[proposer]
+kind = "command"
+command = "echo 'X = 2' > value.py"
+"""
+    score = "from value import X\nprint(f'score: {(X - 2) ** 2}')\n"
+    project = make_project(tmp_path / "p", {"value.py": "X = 5\n", "score.py": score}, spec)
+    earlier = (
+        "commit\tscore\tmemory_gb\tstatus\tdescription\na1b2c3d\t0.997900\t44.0\tkeep\tbaseline\n"
+    )
+    (project / "results.tsv").write_text(earlier)  # an agent's own session, before ratchet
+    result = ratchet(project, "run")
+    assert result.returncode == 2
+    assert "results.tsv already holds results that are not this run's" in result.stderr
+    assert (project / "results.tsv").read_text() == earlier
+    (project / "results.tsv").unlink()  # moved away by its owner
+    result = ratchet(project, "run")
+    assert result.returncode == 0, result.stderr
+    assert len((project / "results.tsv").read_text().splitlines()) == 3  # header, baseline, #2

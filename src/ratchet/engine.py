@@ -140,7 +140,8 @@ class Engine(ExperimentStages):
             sandbox=self.sandbox_note,
         )
         export_tsv(self.journal, self.name, self.spec.metric.name, self.results,
-                   fmt=self.spec.run.results_format)  # fmt: skip
+                   fmt=self.spec.run.results_format,
+                   outside_state=not self.results.is_relative_to(self.state))  # fmt: skip
         incumbent = self.journal.incumbent(self.name)
         start = incumbent.commit if incumbent and incumbent.commit else run.base_commit
         self.slots = [workspace.ensure_slot(self.project, i, start) for i in range(self.parallel)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ratchet.errors import UsageError
 from ratchet.journal import ExperimentRecord, Journal
 from ratchet.plaintext import one_line
 from ratchet.private import open_appending, write_private
@@ -97,7 +98,13 @@ def tsv_row(record: ExperimentRecord, fmt: str = RATCHET) -> str:
 
 
 def export_tsv(
-    journal: Journal, run: str, metric: str, path: Path, force: bool = False, fmt: str = RATCHET
+    journal: Journal,
+    run: str,
+    metric: str,
+    path: Path,
+    force: bool = False,
+    fmt: str = RATCHET,
+    outside_state: bool = False,
 ) -> None:
     """Bring the run's `results.tsv` up to date with the journal, as a run starts.
 
@@ -105,9 +112,15 @@ def export_tsv(
     rows are only counted. Decisions it lacks (a kill between the journal and the file,
     experiments marked interrupted at this start) are appended; a file that is missing,
     of another metric or holding rows the journal does not is written afresh.
+
+    `outside_state`: the file is the user's to see (`[run] results` outside `.ratchet/`),
+    so one that holds rows when the run has decided nothing yet (autoresearch's own
+    results, another run's) is never overwritten: the start is refused, saying so.
     """
     header = tsv_header(metric, fmt)
     decided = journal.decided_count(run)
+    if decided == 0 and outside_state:
+        _refuse_foreign(path, header)
     if not force:
         try:
             written = _tsv_rows(path, header)
@@ -125,6 +138,19 @@ def export_tsv(
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = (tsv_row(r, fmt) for r in journal.iter_experiments(run, patches=False) if r.decision)
     write_private(path, header + "".join(rows))
+
+
+def _refuse_foreign(path: Path, header: str) -> None:
+    try:
+        with path.open("rb") as handle:
+            first, second = handle.readline(), handle.readline()
+    except FileNotFoundError:
+        return
+    if second or first.decode(errors="replace") not in {"", header}:
+        raise UsageError(
+            f"{path.name} already holds results that are not this run's; move it away "
+            "(ratchet never overwrites it), or set [run] results to another file"
+        )
 
 
 def _tsv_rows(path: Path, header: str) -> int | None:
