@@ -176,3 +176,24 @@ api_key_env = "FAKE_LLM_KEY"
     assert "edit refused: the proposal changed initial_program.py at line 3" in refused
     row = experiments(project)[-1]
     assert row["decision"] == "keep" and row["value"] == 0.0
+
+
+def test_a_region_scoped_file_without_its_markers_is_refused_at_the_start(tmp_path: Path) -> None:
+    spec = f"""
+[scope]
+editable = ["initial_program.py#EVOLVE-BLOCK"]
+[metric]
+command = "{sys.executable} initial_program.py"
+name = "score"
+[proposer]
+kind = "command"
+command = "true"
+"""
+    files = {"initial_program.py": "def solve():\n    return 5\nprint('score: 1')\n"}
+    project = make_project(tmp_path / "p", files, spec)
+    result = ratchet(project, "run")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        "[scope] editable: initial_program.py has no EVOLVE-BLOCK region "
+        "(a line '# EVOLVE-BLOCK-START', later a line '# EVOLVE-BLOCK-END')"
+    )

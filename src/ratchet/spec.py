@@ -411,7 +411,30 @@ def load_spec(project: Path, files: list[str] | None = None) -> Spec:
     spec = parse_spec(data, source)
     if files is not None:
         check_files(spec, files, source)
+        check_regions(project, spec, files, source)
     return spec
+
+
+def check_regions(project: Path, spec: Spec, files: list[str], source: str = SPEC_FILE) -> None:
+    """Each region-scoped file holds well-formed regions: otherwise every proposal to it
+    would be refused, so the run is refused at its start instead."""
+    from ratchet.regions import RegionError, find_regions
+
+    for name in files:
+        region = spec.scope.region_of(name)
+        if region is None:
+            continue
+        try:
+            text = (project / name).read_text(errors="replace")
+            found = find_regions(text, *region)
+        except (OSError, RegionError) as error:
+            raise SpecError(f"{source}: [scope] editable: {name}: {error}") from None
+        if not found:
+            start, end = region[1]
+            raise SpecError(
+                f"{source}: [scope] editable: {name} has no {region[0]} region "
+                f"(a line {start!r}, later a line {end!r})"
+            )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
