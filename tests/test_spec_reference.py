@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
 from pydantic import BaseModel
 
@@ -24,11 +25,13 @@ def _sections(text: str) -> dict[str, str]:
 
 
 def _sections_of(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
-    return {
-        name: field.annotation
-        for name, field in model.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-    }
+    """Each section's model, also an optional one (`SuiteSpec | None`)."""
+    found = {}
+    for name, field in model.model_fields.items():
+        for kind in (field.annotation, *get_args(field.annotation)):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found[name] = kind
+    return found
 
 
 def test_every_spec_key_is_in_the_reference() -> None:
