@@ -29,7 +29,7 @@ def _agent(project: Path) -> tuple[str, list[str], str]:
         )
     if (project / "agent" / "__init__.py").is_file():
         return (
-            "agent:run",
+            "agent/__init__.py:run",
             ["agent/**"],
             "the agent is the package agent/ (run); edit [suite] agent if not",
         )
