@@ -263,6 +263,7 @@ def test_harbor_import_writes_a_harness_spec(tmp_path: Path) -> None:
     assert data["suite"]["runner"] in {"local", "harbor"} and data["suite"]["holdout"] == 0.0
     assert data["scope"]["editable"] == ["agent.py"] and data["scope"]["protected"] == ["tasks"]
     assert (data["metric"]["name"], data["metric"]["goal"]) == ("reward", "maximize")
+    assert data["suite"]["model"] == "gpt-5-mini" and data["proposer"]["kind"] == "llm"
     if "suite" in Spec.model_fields:  # harness mode's model, from its own branch
         parse_spec(data, "ratchet.toml")
 

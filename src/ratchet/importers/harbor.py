@@ -51,6 +51,7 @@ def import_harbor(project: Path, where: Path) -> Imported:
     runner = "harbor" if shutil.which("harbor") else "local"
     notes = [f"{len(tasks)} tasks in {relative(project, folder)}", note,
              f"runner {runner}" + ("" if runner == "harbor" else ": no harbor command on PATH")]  # fmt: skip
+    notes.append("[suite] model: assumed gpt-5-mini for the task agent and the proposer")
     holdout = 0.25 if len(tasks) >= HOLDOUT_FROM else 0.0
     text = f"""\
 # ratchet.toml, imported from a folder of Harbor tasks (ratchet init --from harbor).
@@ -72,6 +73,7 @@ concurrency = 4
 attempts = 1
 holdout = {holdout}                      # a quarter held out from 8 tasks on
 env = ["OPENAI_API_KEY"]                 # the only variables the task agent gets
+model = "gpt-5-mini"                     # the task agent's model, and the proposer's unless set
 
 [proposer]
 kind = "llm"                            # same model as the task agent unless set
