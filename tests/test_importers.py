@@ -74,9 +74,11 @@ def read_autoresearch_results(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _with_command_proposer(text: str, script: Path, extra: str = "") -> str:
+def _with_command_proposer(text: str, script: Path) -> str:
     head = text.split("[proposer]")[0]
-    return f'{head}{extra}\n[sandbox]\nkind = "process"\n[proposer]\nkind = "command"\ncommand = "{PY} {script}"\n'
+    sandbox = '[sandbox]\nkind = "process"\n'
+    head = head.replace("[sandbox]\n", sandbox) if "[sandbox]" in head else head + sandbox
+    return f'{head}\n[proposer]\nkind = "command"\ncommand = "{PY} {script}"\n'
 
 
 def test_autoresearch_import_runs_and_writes_its_results_tsv(tmp_path: Path) -> None:
@@ -92,11 +94,12 @@ def test_autoresearch_import_runs_and_writes_its_results_tsv(tmp_path: Path) -> 
     assert spec.scope.directive == "program.md" and spec.scope.outputs == ["run.log"]
     assert (spec.metric.name, spec.metric.goal, spec.metric.budget) == ("val_bpb", "minimize", 122)
     assert spec.run.results == "results.tsv" and spec.run.results_format == "autoresearch"
+    assert spec.sandbox.expose == ["~/.cache/autoresearch"]  # its data, outside the project
     script = tmp_path / "steps.py"
     script.write_text(AUTORESEARCH_STEPS)
     text = text.replace('# gates = { memory_gb = "<= 80" }', 'gates = { memory_gb = "<= 50" }')
     (project / "ratchet.toml").write_text(
-        _with_command_proposer(text, script, "max_experiments = 4")
+        _with_command_proposer(text.replace("[run]\n", "[run]\nmax_experiments = 4\n"), script)
     )
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "ratchet spec")

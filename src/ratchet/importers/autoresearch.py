@@ -77,6 +77,9 @@ derive = {{ memory_gb = "round(peak_vram_mb / 1024, 1)" }}
 results = {toml_string(prefix + "results.tsv")}   # where its analysis notebook reads it
 results_format = "autoresearch"        # commit val_bpb memory_gb status description
 
+[sandbox]
+expose = ["~/.cache/autoresearch"]     # prepare.py's data and tokenizer, read-only under bwrap
+
 [proposer]
 kind = "claude-code"                   # autoresearch is driven by a coding agent
 # kind = "llm"                         # or a model on any OpenAI-compatible endpoint
