@@ -158,7 +158,7 @@ def test_doctor_reports_every_layer(tmp_path: Path) -> None:
     result = ratchet(tmp_path, "doctor", "--json")
     assert result.returncode == 0, result.stderr
     layers = {row["layer"]: row for row in json.loads(result.stdout)}
-    assert set(layers) == {"process", "bwrap", "docker"}
+    assert set(layers) == {"process", "bwrap", "docker", "name"}  # name: who else is `ratchet`
     assert layers["process"]["works"] is True
     # what the CLI says of bwrap is what its self-check finds, run here on its own (past
     # the cache, which other tests fill with checks of their own)

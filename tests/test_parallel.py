@@ -116,7 +116,9 @@ def test_a_stale_keep_is_rebased_onto_the_new_incumbent_and_kept(
     tmp_path: Path, executor: str
 ) -> None:
     if executor == "ray":
-        pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install 'ratchet[ray]'")
+        pytest.importorskip(
+            "ray", reason="the Ray executor needs Ray: pip install 'ratchet-loop[ray]'"
+        )
     # slot 0 improves A at once; slot 1 improves B, but only after slot 0's keep
     propose = slot_of_worktree(
         "sed -i 's/^A = 5$/A = 2/' value.py",

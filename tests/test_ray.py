@@ -21,7 +21,9 @@ from conftest import experiments, git, make_project, ratchet
 from ratchet.spec import MetricSpec, Spec, SpecError, parse_spec
 from ratchet.workspace import Slot, ensure_slot
 
-ray = pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install 'ratchet[ray]'")
+ray = pytest.importorskip(
+    "ray", reason="the Ray executor needs Ray: pip install 'ratchet-loop[ray]'"
+)
 
 from ratchet.executors.ray import RayExecutor  # noqa: E402  (only once Ray is there)
 
@@ -327,5 +329,5 @@ def test_without_ray_the_error_says_how_to_install_it(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    with pytest.raises(SpecError, match=r"pip install 'ratchet\[ray\]'"):
+    with pytest.raises(SpecError, match=r"pip install 'ratchet-loop\[ray\]'"):
         RayExecutor(make_spec(), project, sandbox=None)  # type: ignore[arg-type]

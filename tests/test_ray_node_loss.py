@@ -18,7 +18,9 @@ from conftest import git, make_project
 from ratchet.spec import parse_spec
 from ratchet.workspace import ensure_slot
 
-ray = pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install 'ratchet[ray]'")
+ray = pytest.importorskip(
+    "ray", reason="the Ray executor needs Ray: pip install 'ratchet-loop[ray]'"
+)
 cluster_utils = pytest.importorskip("ray.cluster_utils", reason="Ray's local cluster helper")
 
 from ratchet.executors import ray as ray_executor  # noqa: E402  (only once Ray is there)

@@ -116,6 +116,7 @@ def render_brief(
             "editable": spec.scope.editable,
             "context": spec.scope.context,
             "protected": spec.scope.protected,
+            "regions": spec.scope.describe_regions(),  # files editable only between markers
         },
         "metric": {"name": spec.metric.name, "goal": spec.metric.goal},
         "incumbent": {

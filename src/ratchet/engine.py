@@ -101,7 +101,7 @@ class Engine(ExperimentStages):
             {**env, "CUDA_VISIBLE_DEVICES": str(gpus[i % len(gpus)])} if gpus else env
             for i in range(self.parallel)
         ]
-        self.results = self.state / RESULTS_FILE
+        self.results = project / spec.run.results  # [run] results
         self.own_proposer = proposer  # a Python proposer, instead of the spec's
         self.scheduler = Scheduler()  # before the run starts: `stop` may come at any time
 
@@ -140,7 +140,9 @@ class Engine(ExperimentStages):
             limits=self.limits.__dict__,
             sandbox=self.sandbox_note,
         )
-        export_tsv(self.journal, self.name, self.spec.metric.name, self.results)
+        export_tsv(self.journal, self.name, self.spec.metric.name, self.results,
+                   fmt=self.spec.run.results_format,
+                   outside_state=not self.results.is_relative_to(self.state))  # fmt: skip
         incumbent = self.journal.incumbent(self.name)
         start = incumbent.commit if incumbent and incumbent.commit else run.base_commit
         self.slots = [workspace.ensure_slot(self.project, i, start) for i in range(self.parallel)]

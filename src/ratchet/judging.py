@@ -22,7 +22,7 @@ from ratchet.executors import Executor
 from ratchet.gates import check_gates, parse_gates
 from ratchet.integrity import compare_digests, digest_protected
 from ratchet.journal import Journal
-from ratchet.measure import Measurement, format_seconds, measure_candidate
+from ratchet.measure import Measurement, budget_warning, format_seconds, measure_candidate
 from ratchet.policy import Greedy, NoiseAware, NoiseModel, compare, improvement
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import Spec
@@ -146,11 +146,16 @@ class Judge:
         repeats = 1 if self.policy.max_measurements == 1 else self.spec.policy.baseline_repeats
         last: Measurement | None = None
         base = workspace.staged_tree(slot)
+        longest = 0.0
         for _ in range(repeats):
             last = self.measure(experiment, slot, base)
+            if last.status == "timeout":
+                hint = "; the base commit itself does not fit [metric] budget: raise it"
+                return Verdict(last.status, f"baseline: {last.why}{hint}", None, last)
             if not last.ok:
                 return Verdict(last.status, f"baseline: {last.why}", None, last)
             self.add(str(experiment), last)
+            longest = max(longest, last.duration)
         samples = self.noise.samples(str(experiment))
         noise = self.noise.estimate
         why = f"baseline: {self.spec.metric.name} {samples.mean:.6g} on the base commit"
@@ -162,6 +167,9 @@ class Judge:
         warning = self.warning()
         if warning:
             why += f"; warning: {warning}"
+        tight = budget_warning(self.spec.metric.budget, longest)
+        if tight:
+            why += f"; warning: {tight}"
         return Verdict("keep", why, samples.mean, last)
 
     def warning(self) -> str | None:

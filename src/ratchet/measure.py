@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from ratchet.derived import add_derived
 from ratchet.restore import (
     GitPristine,
     Pristine,
@@ -68,6 +69,21 @@ def format_seconds(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g}m"
     return f"{seconds:.3g}s"
+
+
+BUDGET_HEADROOM = 1.25  # a candidate may take a quarter longer than the baseline
+
+
+def budget_warning(budget: float, baseline: float) -> str | None:
+    """A sentence when `[metric] budget` leaves the baseline's own duration too little
+    headroom: a candidate slightly slower than the base commit would be killed."""
+    if baseline * BUDGET_HEADROOM <= budget:
+        return None
+    return (
+        f"the baseline took {format_seconds(round(baseline, 1))} of the "
+        f"{format_seconds(budget)} budget; a candidate a little slower will be killed: "
+        f"raise [metric] budget to at least {format_seconds(math.ceil(baseline * BUDGET_HEADROOM))}"
+    )
 
 
 def parse_metrics(text: str) -> tuple[dict[str, float], dict[str, int]]:
@@ -131,6 +147,10 @@ def read_metric(
             if isinstance(raw, int | float) and not isinstance(raw, bool):
                 metrics[name] = float(raw)
         value, count = metrics.get(spec.name), int(spec.name in data)
+    if spec.derive:
+        add_derived(metrics, spec.derive)
+        if spec.name in spec.derive and value is None:
+            value, count = metrics.get(spec.name), 1
     if value is None:
         return None, metrics, f"the output has no '{spec.name}'"
     if spec.strict and count > 1:

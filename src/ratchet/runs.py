@@ -122,7 +122,7 @@ def _holder_message(path: Path) -> str:
 
 def open_run(project: Path, spec: Spec, journal: Journal, name: str) -> tuple[RunRecord, bool]:
     """The run of that name, created (with its branch) when new; the tree must be clean."""
-    dirty = workspace.dirty_files(project)
+    dirty = workspace.dirty_files(project, [*spec.scope.outputs, spec.run.results])
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
         raise UsageError(

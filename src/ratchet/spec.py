@@ -18,6 +18,7 @@ from pydantic_core import ErrorDetails
 from wcmatch import glob
 
 from ratchet.errors import UsageError
+from ratchet.regions import BUILTIN_MARKERS, REGION_NAME, split_entry
 
 SPEC_FILE = "ratchet.toml"
 PYPROJECT = "pyproject.toml"
@@ -83,6 +84,54 @@ class ScopeSpec(_Section):
     max_files: int = Field(default=50, ge=1)
     max_file_bytes: Size = 2**20
     max_patch_bytes: Size = 2**20
+    # region markers by name: `editable = ["a.py#NAME"]` may change a.py only between them
+    markers: dict[str, tuple[str, str]] = {}
+    # globs: files a proposer or a measurement may leave behind (a log) that are not part
+    # of the proposal; never staged, and untracked ones do not block `ratchet run`
+    outputs: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_regions(self) -> ScopeSpec:
+        for name, (start, end) in self.markers.items():
+            if not REGION_NAME.fullmatch(name):
+                raise ValueError(f"markers: {name!r} must be a name of letters, digits, '-', '_'")
+            if not start.strip() or not end.strip() or start.strip() == end.strip():
+                raise ValueError(f"markers: {name} needs two different, non-blank marker lines")
+        known = {**BUILTIN_MARKERS, **self.markers}
+        for entry in self.editable:
+            _, region = split_entry(entry)
+            if region is not None and region not in known:
+                raise ValueError(
+                    f"editable: {entry!r} names a region {region!r} that [scope] markers "
+                    f"does not define (known: {', '.join(sorted(known))})"
+                )
+        for entry in self.protected + self.context + self.outputs:
+            if split_entry(entry)[1] is not None:
+                raise ValueError(f"{entry!r}: only [scope] editable entries name a region")
+        return self
+
+    def region_of(self, path: str) -> tuple[str, tuple[str, str]] | None:
+        """The region a proposal may change in `path` (its name and markers), or None when
+        the whole file is editable (or none of it is)."""
+        for entry in self.editable:
+            pattern, region = split_entry(entry)
+            if region is not None and matches(path, [pattern]):
+                return region, {**BUILTIN_MARKERS, **self.markers}[region]
+        return None
+
+    def describe_regions(self) -> dict[str, str]:
+        """Each region-scoped entry, in words a proposer reads: entry -> where to edit."""
+        known = {**BUILTIN_MARKERS, **self.markers}
+        shown: dict[str, str] = {}
+        for entry in self.editable:
+            pattern, region = split_entry(entry)
+            if region is not None:
+                start, end = known[region]
+                shown[pattern] = (
+                    f"only the lines between {start!r} and {end!r} may change; "
+                    "the marker lines and everything outside them must stay as they are"
+                )
+        return shown
 
 
 class MetricSpec(_Section):
@@ -98,6 +147,8 @@ class MetricSpec(_Section):
     outputs: list[str] = []  # globs: the files `command` may hand to `evaluate`
     strict: bool = False
     gates: dict[str, str] = {}
+    # metrics computed from reported ones, e.g. { memory_gb = "peak_vram_mb / 1024" }
+    derive: dict[str, str] = {}
     confirm: str | None = None
     confirm_budget: Duration | None = None
     checks: str | None = None
@@ -108,6 +159,17 @@ class MetricSpec(_Section):
         from ratchet.gates import parse_gates
 
         parse_gates(self.gates)  # raises ValueError with one line naming the gate
+        return self
+
+    @model_validator(mode="after")
+    def _check_derive(self) -> MetricSpec:
+        from ratchet.derived import parse_expression
+
+        for name, text in self.derive.items():
+            try:
+                parse_expression(text)
+            except ValueError as error:
+                raise ValueError(f"derive: {name}: {error}") from None
         return self
 
     @model_validator(mode="after")
@@ -144,6 +206,18 @@ class RunSpec(_Section):
     target: float | None = None
     max_cost_usd: float | None = Field(default=None, gt=0)
     give_up_after: int | None = Field(default=10, ge=1)
+    # where results.tsv is written (relative to the project), and its columns: ratchet's
+    # own, or exactly autoresearch's five (commit, the metric, memory_gb, status,
+    # description) with its number format
+    results: str = ".ratchet/results.tsv"
+    results_format: Literal["ratchet", "autoresearch"] = "ratchet"
+
+    @model_validator(mode="after")
+    def _check_results(self) -> RunSpec:
+        parts = self.results.split("/")
+        if not self.results or self.results.startswith("/") or ".." in parts or "" in parts:
+            raise ValueError(f"results: {self.results!r} must be a file path inside the project")
+        return self
 
     @model_validator(mode="after")
     def _check_name(self) -> RunSpec:
@@ -282,8 +356,11 @@ class Spec(_Section):
 
 
 def matches(path: str, patterns: list[str]) -> bool:
-    """Whether a project-relative POSIX path matches any of the globs."""
-    return bool(patterns) and glob.globmatch(path, patterns, flags=GLOB_FLAGS)
+    """Whether a project-relative POSIX path matches any of the globs. A region entry
+    (`a.py#EVOLVE-BLOCK`) matches as its file's glob: which lines of the file may change
+    is `ratchet.regions`' business."""
+    globs = [split_entry(p)[0] for p in patterns]
+    return bool(globs) and glob.globmatch(path, globs, flags=GLOB_FLAGS)
 
 
 def _describe(error: ErrorDetails, source: str) -> str:
@@ -334,7 +411,30 @@ def load_spec(project: Path, files: list[str] | None = None) -> Spec:
     spec = parse_spec(data, source)
     if files is not None:
         check_files(spec, files, source)
+        check_regions(project, spec, files, source)
     return spec
+
+
+def check_regions(project: Path, spec: Spec, files: list[str], source: str = SPEC_FILE) -> None:
+    """Each region-scoped file holds well-formed regions: otherwise every proposal to it
+    would be refused, so the run is refused at its start instead."""
+    from ratchet.regions import RegionError, find_regions
+
+    for name in files:
+        region = spec.scope.region_of(name)
+        if region is None:
+            continue
+        try:
+            text = (project / name).read_text(errors="replace")
+            found = find_regions(text, *region)
+        except (OSError, RegionError) as error:
+            raise SpecError(f"{source}: [scope] editable: {name}: {error}") from None
+        if not found:
+            start, end = region[1]
+            raise SpecError(
+                f"{source}: [scope] editable: {name} has no {region[0]} region "
+                f"(a line {start!r}, later a line {end!r})"
+            )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

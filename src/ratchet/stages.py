@@ -302,7 +302,7 @@ class ExperimentStages:
         assert record is not None
         self._count(record)
         self.history.add(record, measurement.output if measurement is not None else "")
-        append_tsv(record, self.results)
+        append_tsv(record, self.results, self.spec.run.results_format)
         self.observe(
             ExperimentDecided(record, record if decision == "keep" else incumbent or record)
         )

@@ -18,8 +18,9 @@ import pygit2
 from pygit2.enums import CheckoutStrategy, DiffOption, FileStatus, ResetMode
 
 from ratchet.plaintext import visible
+from ratchet.regions import region_violation
 from ratchet.scope import describe_size, inspect_worktree, links_and_special_files
-from ratchet.spec import ScopeSpec
+from ratchet.spec import ScopeSpec, matches
 
 STATE_DIR = ".ratchet"
 SLOTS_DIR = f"{STATE_DIR}/slots"
@@ -74,11 +75,18 @@ def resolve(project: Path, ref: str) -> str | None:
     return out or None
 
 
-def dirty_files(project: Path) -> list[str]:
-    """Modified, staged or untracked files, outside ratchet's own state."""
+def dirty_files(project: Path, leftovers: list[str] | None = None) -> list[str]:
+    """Modified, staged or untracked files, outside ratchet's own state. Untracked files
+    matching `leftovers` (`[scope] outputs`, the results file) do not count; ignored
+    files never do."""
     out = git(project, "status", "--porcelain=v1", "-z", "--untracked-files=all")
-    names = [entry[3:] for entry in out.split("\0") if len(entry) > 3]
-    return sorted(n for n in names if not n.startswith(f"{STATE_DIR}/"))
+    entries = [entry for entry in out.split("\0") if len(entry) > 3]
+    return sorted(
+        entry[3:]
+        for entry in entries
+        if not entry[3:].startswith(f"{STATE_DIR}/")
+        and not (entry.startswith("??") and leftovers and matches(entry[3:], leftovers))
+    )
 
 
 def tracked_files(project: Path, commit: str = "HEAD") -> list[str]:
@@ -227,6 +235,8 @@ def collect_change(slot: Slot, parent: str, scope: ScopeSpec) -> Change:
         # what the proposer committed or staged is part of its change, checked the same
         slot.repo.set_head(pygit2.Oid(hex=parent))
         slot.repo.index.read(force=True)
+        if scope.outputs:
+            _remove_outputs(slot, scope.outputs)
         inspection = inspect_worktree(slot.path, slot.repo, tree, scope)
         if inspection.why is not None:
             files = tuple(PathChange("?", p) for p in inspection.paths)
@@ -247,6 +257,7 @@ def collect_change(slot: Slot, parent: str, scope: ScopeSpec) -> Change:
             for delta in diff.deltas
         )
         patch = _content_patch(slot.repo, index, tree, diff, scope.max_patch_bytes)
+        outside = _region_why(slot.repo, tree, index, files, scope)
     except (pygit2.GitError, OSError, KeyError) as error:
         raise GitError(f"reading the proposal in slot {slot.index} failed: {error}") from None
     if patch is None:
@@ -254,7 +265,51 @@ def collect_change(slot: Slot, parent: str, scope: ScopeSpec) -> Change:
                f"({describe_size(scope.max_patch_bytes)}); raise it if that is meant; "
                "nothing of it was kept")  # fmt: skip
         return Change(patch="", files=files, refused=why)
+    if outside is not None:
+        return Change(patch=patch, files=files, refused=f"{outside}; nothing of it was kept")
     return Change(patch=patch, files=files)
+
+
+def _remove_outputs(slot: Slot, outputs: list[str]) -> None:
+    """Untracked files `[scope] outputs` names (a log the directive asks for) are run-time
+    leftovers, not part of the proposal: removed before it is inspected."""
+    status = slot.repo.status(untracked_files="all")
+    for name, flags in status.items():
+        if flags == FileStatus.WT_NEW and matches(name, outputs):
+            target = slot.path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+            _remove_empty_parents(target.parent, slot.path)
+
+
+def _blob_text(repo: pygit2.Repository, where: pygit2.Tree | pygit2.Index, path: str) -> str | None:
+    try:
+        oid = where[path].id
+    except (KeyError, ValueError):
+        return None
+    blob = repo[oid]
+    return blob.data.decode(errors="replace") if isinstance(blob, pygit2.Blob) else None
+
+
+def _region_why(
+    repo: pygit2.Repository,
+    tree: pygit2.Tree,
+    index: pygit2.Index,
+    files: tuple[PathChange, ...],
+    scope: ScopeSpec,
+) -> str | None:
+    """Why a change to a region-scoped file leaves its regions, or None."""
+    for path in sorted({p for f in files for p in f.paths}):
+        region = scope.region_of(path)
+        if region is None:
+            continue
+        old, new = _blob_text(repo, tree, path), _blob_text(repo, index, path)
+        why = region_violation(path, old, new, *region)
+        if why is not None:
+            return why
+    return None
 
 
 # ratchet's patches ignore `.gitattributes` (`-diff`, `diff=driver`, `binary`): text or

@@ -27,7 +27,15 @@ from ratchet.errors import UsageError
 @app.command()
 @guarded
 def init(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="With --from: the source's folder or file (default: here)."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing ratchet.toml.")] = False,
+    source: Annotated[
+        str | None,
+        typer.Option("--from", help="Import a set-up made for autoresearch, openevolve or harbor."),
+    ] = None,
     example: Annotated[
         str | None,
         typer.Option(help="Write a bundled example project here instead: 'harness'."),
@@ -39,18 +47,41 @@ def init(
     from ratchet import workspace
 
     if example is not None:
+        if source is not None or path is not None:
+            raise UsageError("--example writes a bundled project; it takes no --from or PATH")
         _init_example(example)
         return
     from ratchet.spec import SPEC_FILE
-    from ratchet.templates import spec_template
+    from ratchet.templates import guess_editable, spec_template
 
     project = _project()
     target = project / SPEC_FILE
     if target.exists() and not force:
         raise UsageError(f"{SPEC_FILE} already exists; pass --force to overwrite it")
-    files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
-    target.write_text(spec_template(files))
+    if path is not None and source is None:
+        raise UsageError("a PATH is read only with --from autoresearch|openevolve|harbor")
+    notes: list[str] = []
+    if source is not None:
+        from ratchet.importers import import_spec
+
+        imported = import_spec(source, project, path)
+        text, notes = imported.spec, imported.notes
+        notes += [f"wrote {name}" for name in imported.written]
+    else:
+        files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
+        guess = guess_editable(files)
+        if guess.ambiguous and console.is_terminal and sys.stdin.isatty():
+            guess.chosen = typer.prompt(
+                f"Which file may proposals change? ({', '.join(guess.candidates[:6])})",
+                default=guess.chosen,
+            )
+        elif guess.note:
+            notes.append(guess.note)
+        text = spec_template(guess.chosen)
+    target.write_text(text)
     workspace.ensure_ignored(project)
+    for note in notes:
+        console.print(Text(f"assumed: {note}" if not note.startswith("wrote ") else note))
     console.print(
         Text(
             f"wrote {SPEC_FILE} and added .ratchet/ to .gitignore; edit the spec, "
@@ -137,11 +168,11 @@ def _start(
     finally:
         if refresher is not None:
             refresher.close()
-    _summary(stopped, spec.metric.name, project)
+    _summary(stopped, spec.metric.name, project, spec.run.results)
     return stopped
 
 
-def _summary(stopped: Any, metric: str, project: Path) -> None:
+def _summary(stopped: Any, metric: str, project: Path, results: str) -> None:
     baseline, best = stopped.baseline, stopped.incumbent
     if best is None or baseline is None or baseline.value is None or best.value is None:
         return
@@ -162,14 +193,15 @@ def _summary(stopped: Any, metric: str, project: Path) -> None:
             f"{plural(counts.experiments, 'experiment')}, {plural(counts.keeps, 'keep')}"
         )
     )
-    console.print(plain(f"branch {run.branch}; results in .ratchet/results.tsv"))
+    console.print(plain(f"branch {run.branch}; results in {results}"))
 
 
 # doctor -------------------------------------------------------------------------------
 @app.command()
 @guarded
 def doctor(as_json: JsonFlag = False) -> None:
-    """Which sandbox layers work on this machine, and why not."""
+    """Which sandbox layers work on this machine, and why not; whether another installed
+    distribution claims ratchet's module or command."""
     from rich.table import Table
     from rich.text import Text
 
@@ -185,6 +217,11 @@ def doctor(as_json: JsonFlag = False) -> None:
     except UsageError:
         pass  # no project or no spec here: check the layers as they come
     report = doctor_report(image, bool(network))
+    from ratchet.installation import DISTRIBUTION, name_clashes
+
+    clashes = name_clashes()
+    report.append(("name", not clashes, "; ".join(clashes) or f"only {DISTRIBUTION} provides "
+                   "the 'ratchet' module and command"))  # fmt: skip
     if as_json:
         _print_json([{"layer": n, "works": ok, "why": why} for n, ok, why in report])
         return

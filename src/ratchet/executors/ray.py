@@ -227,7 +227,7 @@ class RayExecutor:
             import ray
         except ImportError:
             raise SpecError(
-                "[executor] kind = 'ray' needs Ray; run: pip install 'ratchet[ray]'"
+                "[executor] kind = 'ray' needs Ray; run: pip install 'ratchet-loop[ray]'"
             ) from None
         self.spec, self.project, ex = spec, project, spec.executor
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine

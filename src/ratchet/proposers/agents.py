@@ -144,6 +144,7 @@ class AgentCLIProposer:
             INSTRUCTIONS,
             f"Directive:\n{directive or '(none: improve the metric)'}",
             f"Editable files: {', '.join(editable or self.scope.editable)}",
+            *[f"In {path}, {rule}." for path, rule in self.scope.describe_regions().items()],
             f"The brief (the metric, the incumbent, earlier experiments with each decision's "
             f"why, recent failures), as JSON:\n{fit_brief(brief, MAX_BRIEF)}",
             CLOSING,

@@ -123,8 +123,10 @@ def find_knobs(root: Path, editable: list[str], files: list[str]) -> dict[str, K
         text = _text(root, name)
         if text is None:
             continue  # no knob is tuned through a link
+        read = set()
         for match in _KNOB_LINE.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
+            read.add(line)
             where = f"{name}:{line}"
             value_text = match["value"].strip()
             current = _literal(value_text)
@@ -136,7 +138,30 @@ def find_knobs(root: Path, editable: list[str], files: list[str]) -> dict[str, K
             quote = value_text[0] if value_text[:1] in {"'", '"'} else ""
             knob = Knob(name, match["name"], distribution, quote)
             knobs[knob.key] = knob
+        _check_unread(name, text, read)
     return knobs
+
+
+_ANY_KNOB = re.compile(r"#.*\bratchet:[ \t]*knob\b")
+_EXAMPLE = "e.g. 'LR = 0.02  # ratchet: knob log 1e-4..1e-1'"
+
+
+def _check_unread(name: str, text: str, read: set[int]) -> None:
+    """Every `ratchet: knob` comment the knob pattern did not read is an error naming
+    its line: an annotation silently ignored would tune nothing."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if number in read or not _ANY_KNOB.search(line):
+            continue
+        code = line.split("#", 1)[0].strip()
+        if re.match(r"(async\s+)?(def|class)\b", code):
+            why = "is on a def or class line; annotate a constant instead"
+        elif not code:
+            why = "is on a line of its own; put it after the constant it tunes"
+        elif line.count("#") > 1:
+            why = "follows another comment; make it the line's only comment"
+        else:
+            why = "is not after 'NAME = literal'"
+        raise SpecError(f"{name}:{number}: this knob annotation {why}, {_EXAMPLE}")
 
 
 def format_value(value: Any, knob: Knob) -> str:

@@ -29,6 +29,7 @@ from ratchet.proposers.providers import (
     open_chat,
     unreachable,
 )
+from ratchet.regions import region_violation
 from ratchet.safeio import ProposerTree, Refused, split_relative
 from ratchet.spec import matches
 
@@ -158,7 +159,12 @@ class LLMProposer:
             if text.count(search) != 1:
                 raise ToolError(f"the search text occurs {text.count(search)} times in {path}; "
                                 "it must occur exactly once")  # fmt: skip
-            tree.write_text(path, text.replace(search, str(args.get("replace", "")), 1))
+            edited = text.replace(search, str(args.get("replace", "")), 1)
+            region = self.scope.region_of(path)
+            outside = region and region_violation(path, text or None, edited, *region)
+            if outside:  # refused here, so the model can retry inside the region
+                raise ToolError(f"edit refused: {outside}")
+            tree.write_text(path, edited)
         except Refused as why:
             raise ToolError(f"cannot edit: {why}") from None
         return f"edited {path}"
@@ -196,7 +202,10 @@ class LLMProposer:
         tree = ProposerTree(worktree, self.scope, self.files)
         shown = "\n\n".join(f"--- {f}\n{self._shown(tree, f)}"
                              for f in self.files if matches(f, self.scope.editable))  # fmt: skip
-        user = f"Brief:\n{fit_brief(brief, MAX_BRIEF)}\n\nEditable files:\n{shown}"
+        regions = "".join(
+            f"\nIn {path}, {rule}." for path, rule in self.scope.describe_regions().items()
+        )
+        user = f"Brief:\n{fit_brief(brief, MAX_BRIEF)}\n\nEditable files:{regions}\n{shown}"
         self._wait_for_endpoint(started)
         chat = open_chat(self.spec, SYSTEM, user, TOOLS)
         tokens_in = tokens_out = 0

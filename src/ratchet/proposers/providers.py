@@ -213,7 +213,7 @@ class AnthropicChat:
         except ImportError:
             raise SpecError(
                 "[proposer] provider = 'anthropic' needs the anthropic SDK; "
-                "run: pip install 'ratchet[anthropic]'"
+                "run: pip install 'ratchet-loop[anthropic]'"
             ) from None
         self.model = spec.model or ""
         self.client = Anthropic(base_url=spec.base_url, api_key=key, max_retries=spec.retries)

@@ -1,0 +1,81 @@
+"""Harbor: a folder of tasks (`instruction.md`, `task.toml`, `environment/`, `tests/`)
+becomes a harness-mode spec, whose `[suite]` is the metric."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ratchet.errors import UsageError
+from ratchet.importers import Imported, relative, toml_list, toml_string
+
+HOLDOUT_FROM = 8  # tasks: from this many on, a quarter is held out
+
+
+def find_tasks(folder: Path) -> list[str]:
+    """The task folders under `folder`: each holds `task.toml` and `instruction.md`."""
+    return sorted(
+        p.parent.name for p in folder.glob("*/task.toml") if (p.parent / "instruction.md").is_file()
+    )
+
+
+def _agent(project: Path) -> tuple[str, list[str], str]:
+    """The harness's entry point, its editable files, and what was assumed."""
+    if (project / "agent.py").is_file():
+        return (
+            "agent.py:run",
+            ["agent.py"],
+            "the agent is agent.py (run); edit [suite] agent if not",
+        )
+    if (project / "agent" / "__init__.py").is_file():
+        return (
+            "agent/__init__.py:run",
+            ["agent/**"],
+            "the agent is the package agent/ (run); edit [suite] agent if not",
+        )
+    return (
+        "agent.py:run",
+        ["agent.py"],
+        ("no agent.py here: [suite] agent names agent.py:run; write it, or point agent at yours"),
+    )
+
+
+def import_harbor(project: Path, where: Path) -> Imported:
+    folder = where if where.is_dir() else where.parent
+    tasks = find_tasks(folder)
+    if not tasks:
+        raise UsageError(
+            f"{folder} holds no Harbor task (a folder with task.toml and instruction.md)"
+        )
+    agent, editable, note = _agent(project)
+    runner = "harbor" if shutil.which("harbor") else "local"
+    notes = [f"{len(tasks)} tasks in {relative(project, folder)}", note,
+             f"runner {runner}" + ("" if runner == "harbor" else ": no harbor command on PATH")]  # fmt: skip
+    notes.append("[suite] model: assumed gpt-5-mini for the task agent and the proposer")
+    holdout = 0.25 if len(tasks) >= HOLDOUT_FROM else 0.0
+    text = f"""\
+# ratchet.toml, imported from a folder of Harbor tasks (ratchet init --from harbor).
+# Harness mode: the suite's mean reward is the metric. See docs/importers.md.
+
+[scope]
+editable = {toml_list(editable)}       # the task agent: what proposals change
+protected = {toml_list([relative(project, folder)])}   # the tasks and their verifiers
+
+[metric]
+name = "reward"
+goal = "maximize"
+
+[suite]
+tasks = {toml_string(relative(project, folder) + "/")}   # {len(tasks)} tasks
+agent = {toml_string(agent)}
+runner = "{runner}"                     # "local" (ratchet's sandboxes) or "harbor" (its CLI)
+concurrency = 4
+attempts = 1
+holdout = {holdout}                      # a quarter held out from 8 tasks on
+env = ["OPENAI_API_KEY"]                 # the only variables the task agent gets
+model = "gpt-5-mini"                     # the task agent's model, and the proposer's unless set
+
+[proposer]
+kind = "llm"                            # same model as the task agent unless set
+"""
+    return Imported(text, notes)
