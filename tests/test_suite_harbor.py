@@ -227,3 +227,30 @@ def test_task_names_are_passed_as_globs_that_match_only_themselves(tmp_path: Pat
     command = harbor_command(HarborCLI("harbor"), tmp_path, "m:C", tmp_path / "j", "job", 4, 1,
                              ["t?"])  # fmt: skip
     assert command[command.index("-i") + 1] == "t[?]"
+
+
+def test_a_multi_step_trial_sums_its_steps_usage(tmp_path: Path) -> None:
+    from ratchet.suite.harbor import trial_from_harbor
+
+    step = {"n_input_tokens": 100, "n_output_tokens": 7, "cost_usd": 0.5}
+    data = {"task_name": "org/two-steps", "trial_name": "two-steps__1", "agent_result": None,
+            "step_results": [{"step_name": "a", "agent_result": step},
+                             {"step_name": "b", "agent_result": step}],
+            "verifier_result": {"rewards": {"reward": 1}}}  # fmt: skip
+    trial = trial_from_harbor(data, tmp_path)
+    assert trial.task == "two-steps"  # the name without its org
+    assert (trial.usage.input_tokens, trial.usage.output_tokens) == (200, 14)
+    assert trial.usage.cost_usd == pytest.approx(1.0)
+    assert trial.status is TrialStatus.PASSED and trial.reward == 1.0
+
+
+def test_rewards_without_the_metric_are_an_error_unless_there_is_only_one(tmp_path: Path) -> None:
+    from ratchet.suite.harbor import trial_from_harbor
+
+    base = {"task_name": "t", "trial_name": "t__1"}
+    only = trial_from_harbor({**base, "verifier_result": {"rewards": {"score": 0.25}}}, tmp_path)
+    assert only.status is TrialStatus.FAILED and only.reward == 0.25
+    two = {"rewards": {"score": 1.0, "style": 0.0}}
+    trial = trial_from_harbor({**base, "verifier_result": two}, tmp_path)
+    assert trial.status is TrialStatus.ERROR and trial.reward is None
+    assert "no 'reward' reward" in trial.error

@@ -194,3 +194,26 @@ def test_check_reported_compares_an_agents_claim_with_the_meter() -> None:
     why = check_reported(TrialUsage(100, 20, 0.001, 1), metered)
     assert "input_tokens 100 reported, 1000 metered" in why
     assert "calls 1 reported, 4 metered" in why
+
+
+def test_concurrent_calls_are_all_forwarded_and_metered(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    record = tmp_path / "calls.jsonl"
+    with (
+        FakeLLM([{"content": f"reply {n}"} for n in range(8)]) as fake,
+        MeteringProxy(fake.base_url, REAL_KEY, PRICES, None, record) as proxy,
+    ):
+        client = agent(proxy)
+
+        def ask(n: int) -> str:
+            reply = client.chat.completions.create(
+                model="fake-model", messages=[{"role": "user", "content": f"q{n}"}]
+            )
+            return reply.choices[0].message.content or ""
+
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(ask, range(8)))
+    assert sorted(replies) == sorted(f"reply {n}" for n in range(8))
+    assert proxy.usage() == TrialUsage(800, 80, pytest.approx(8 * ONE_CALL), 8)
+    assert sorted(c["request"] for c in records(record)) == [f"q{n}" for n in range(8)]

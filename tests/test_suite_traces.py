@@ -210,6 +210,8 @@ def test_the_traces_folder_is_a_read_only_copy_of_search_trials(
     assert (copied / VERIFIER_LOG).read_text().startswith("AssertionError")
     assert json.loads((copied / TRAJECTORY).read_text())["steps"][0]["source"] == "user"
     assert not (dest / "csv-sum" / "attempt-0" / "planted").exists()
+    record = json.loads((copied / TRIAL_RECORD).read_text())
+    assert record["split"] == SEARCH and record["trace_path"] == TRAJECTORY  # not ratchet's path
     assert HOLDOUT_SECRET not in "".join(p.read_text() for p in dest.rglob("*") if p.is_file())
     assert not os.access(copied / VERIFIER_LOG, os.W_OK) or os.geteuid() == 0
     assert (copied / VERIFIER_LOG).stat().st_mode & 0o222 == 0
@@ -286,3 +288,22 @@ def test_the_trace_tools_are_offered_only_when_the_brief_names_traces(
         proposer.propose(tmp_path / "project", brief)
     offered = {t["function"]["name"] for t in fake.requests[0]["tools"]}
     assert "read_file" in offered and not offered & {"list_trials", "read_trace"}
+
+
+def test_render_brief_carries_the_suite_section(suite: Suite) -> None:
+    from ratchet.brief import History, render_brief
+    from ratchet.journal import ExperimentRecord
+
+    _, trials, _ = suite
+    spec = parse_spec({"scope": {"editable": ["agent.py"]},
+                       "metric": {"command": "x", "name": "reward"}}, "t")  # fmt: skip
+    incumbent = ExperimentRecord(0, "r", 0, "abc", "abc", "baseline", "", "", [], {}, 0.0, 0,
+                                 0.0, "decided", None, None, 0.5, {}, None, 0.0, None)  # fmt: skip
+    text = render_brief(spec, History(), "r", 1, incumbent, "improve", {}, {},
+                        suite=suite_section(trials, Path("/state/traces")))  # fmt: skip
+    brief = json.loads(text)
+    assert brief["traces"] == "/state/traces"
+    assert [f["task"] for f in brief["suite_failures"]] == ["rename", "wc"]
+    assert brief["history"] == [] and brief["directive"] == "improve"
+    plain = json.loads(render_brief(spec, History(), "r", 1, incumbent, "improve", {}, {}))
+    assert "suite_failures" not in plain and "traces" not in plain

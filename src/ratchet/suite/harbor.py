@@ -244,11 +244,14 @@ def _seconds(start: object, end: object) -> float:
 
 def trial_from_harbor(data: dict[str, Any], directory: Path, metric: str = "reward") -> TrialResult:
     """One Harbor `result.json` as a TrialResult (attempt 0; the caller numbers them)."""
-    agent = data.get("agent_result") or {}
+    # a multi-step trial records one agent_result per step instead of one for the trial
+    steps = [s.get("agent_result") for s in data.get("step_results") or [] if isinstance(s, dict)]
+    top = data.get("agent_result")
+    agents = [top] if isinstance(top, dict) else [a for a in steps if isinstance(a, dict)]
     usage = TrialUsage(
-        input_tokens=int(agent.get("n_input_tokens") or 0),
-        output_tokens=int(agent.get("n_output_tokens") or 0),
-        cost_usd=float(agent.get("cost_usd") or 0.0),
+        input_tokens=sum(int(a.get("n_input_tokens") or 0) for a in agents),
+        output_tokens=sum(int(a.get("n_output_tokens") or 0) for a in agents),
+        cost_usd=sum(float(a.get("cost_usd") or 0.0) for a in agents),
         calls=_agent_steps(directory / "agent" / TRAJECTORY),
     )
     verifier = data.get("verifier_result") or {}

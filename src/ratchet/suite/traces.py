@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -274,9 +275,14 @@ def materialize_traces(trials: Sequence[tuple[TrialResult, Path]], dest: Path) -
     for trial, folder in trials:
         target = dest / trial.task / f"attempt-{trial.attempt}"
         target.mkdir(parents=True, exist_ok=True)
-        for name in COPIED:
+        for name in COPIED[1:]:
             if _regular(folder / name):
                 shutil.copyfile(folder / name, target / name)
+        # the record names its trajectory inside traces/, not in ratchet's state
+        copy = replace(
+            trial, trace_path=Path(TRAJECTORY) if _regular(target / TRAJECTORY) else None
+        )
+        write_trial_record(target, copy, SEARCH)
     (dest / INDEX).write_text(json.dumps(list_trials(dest), indent=1))
     for path in sorted(dest.rglob("*"), reverse=True):
         path.chmod(0o555 if path.is_dir() else 0o444)
