@@ -217,3 +217,65 @@ def test_concurrent_calls_are_all_forwarded_and_metered(tmp_path: Path) -> None:
     assert sorted(replies) == sorted(f"reply {n}" for n in range(8))
     assert proxy.usage() == TrialUsage(800, 80, pytest.approx(8 * ONE_CALL), 8)
     assert sorted(c["request"] for c in records(record)) == [f"q{n}" for n in range(8)]
+
+
+AGENT_BEHIND_BRIDGE = """
+import json, os, socket, urllib.parse, openai
+reply = openai.OpenAI(max_retries=0).chat.completions.create(
+    model="fake-model", messages=[{"role": "user", "content": "through the bridge"}])
+host_port = int(os.environ["HOST_PROXY_PORT"])
+try:
+    socket.create_connection(("127.0.0.1", host_port), timeout=5).close()
+    direct = "connected"
+except OSError:
+    direct = "refused"
+print(json.dumps({"reply": reply.choices[0].message.content, "direct": direct,
+                  "base_url": os.environ["OPENAI_BASE_URL"]}))
+"""
+
+
+def run_behind_bridge(tmp_path: Path, sandboxed: bool) -> tuple[dict[str, str], FakeLLM]:
+    from ratchet.environment import child_environment
+    from ratchet.sandbox.bwrap import BwrapSandbox
+    from ratchet.sandbox.process import ProcessSandbox
+    from ratchet.suite.proxy import BRIDGE, bridge_command
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "agent.py").write_text(AGENT_BEHIND_BRIDGE)
+    private = tmp_path / "p"
+    private.mkdir(mode=0o700)
+    socket_path = private / "model.sock"
+    with (
+        FakeLLM([{"content": "bridged"}]) as fake,
+        MeteringProxy(fake.base_url, REAL_KEY, PRICES, unix_socket=socket_path) as proxy,
+    ):
+        port = proxy.base_url.rsplit(":", 1)[1].split("/")[0]
+        env = child_environment(extra={"OPENAI_API_KEY": DUMMY_API_KEY, "HOST_PROXY_PORT": port})
+        command = bridge_command(sys.executable, socket_path, f"{sys.executable} agent.py")
+        sandbox = (BwrapSandbox([], network=False, expose=[BRIDGE, socket_path]) if sandboxed
+                   else ProcessSandbox())  # fmt: skip
+        result = sandbox.run(command, work, env, 120, 5)
+    assert result.returncode == 0, result.output[-2000:]
+    assert proxy.usage().calls == 1
+    last = result.output.strip().splitlines()[-1]
+    return json.loads(last), fake
+
+
+def test_the_bridge_relays_an_agent_to_the_proxys_socket(tmp_path: Path) -> None:
+    seen, fake = run_behind_bridge(tmp_path, sandboxed=False)
+    assert seen["reply"] == "bridged"
+    assert fake.headers[0]["authorization"] == f"Bearer {REAL_KEY}"
+    assert seen["base_url"].startswith("http://127.0.0.1:")
+    assert seen["direct"] == "connected"  # unsandboxed, the host's loopback is reachable
+
+
+def test_under_bwrap_the_proxy_is_the_only_address_the_agent_reaches(tmp_path: Path) -> None:
+    from conftest import layer_or_skip
+
+    layer_or_skip("bwrap")
+    seen, fake = run_behind_bridge(tmp_path, sandboxed=True)
+    assert seen["reply"] == "bridged"  # through the bridge and the socket
+    assert seen["direct"] == "refused"  # the host's loopback, the proxy's TCP port included
+    assert fake.requests[0]["messages"][0]["content"] == "through the bridge"
+    assert fake.headers[0]["authorization"] == f"Bearer {REAL_KEY}"

@@ -15,6 +15,11 @@ trial was capped. Prices are dollars per million tokens by model (the spec's
 high, so an unpriced model cannot run far past a cap unnoticed, and its calls say
 `"priced": false`.
 
+Under bwrap without network the agent cannot reach the host's loopback at all: the
+proxy then also listens on a Unix socket (`unix_socket`), which is bound into the
+sandbox, and `bridge.py` (run inside it, in front of the agent) relays the agent's
+own loopback to it; see `bridge_command`.
+
 Streamed chat completions are asked for their usage (`stream_options.include_usage`,
 which the SDK handles: one more chunk with no choices), since a stream otherwise
 carries no token counts.
@@ -25,6 +30,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
+import shlex
+import socketserver
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +53,19 @@ ROUTES = ("/chat/completions", "/responses")
 # request headers passed on; every other one (the agent's Authorization above all) is not
 FORWARDED = ("content-type", "accept", "user-agent", "openai-beta")
 CAP_STATUS = 402
+BRIDGE = Path(__file__).with_name("bridge.py")  # the sandbox's end of `unix_socket`
+
+
+def bridge_command(python: str, unix_socket: Path, command: str) -> str:
+    """A shell command that runs `command` (a shell line) behind the bridge: inside a
+    sandbox whose only way out is `unix_socket`, with OPENAI_BASE_URL set by it. The
+    bridge file and the socket must be visible in the sandbox at their own paths."""
+    return shlex.join([python, "-I", str(BRIDGE), str(unix_socket), "--", "/bin/sh", "-c",
+                       command])  # fmt: skip
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,7 @@ class MeteringProxy:
         cap_usd: float | None = None,
         record_path: Path | None = None,
         timeout: float = UPSTREAM_TIMEOUT,
+        unix_socket: Path | None = None,
     ) -> None:
         url = urlsplit(upstream_base_url.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -163,19 +185,33 @@ class MeteringProxy:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._servers: list[socketserver.BaseServer] = [self._server]
+        self.unix_socket = unix_socket
+        if unix_socket is not None:
+            unix = _UnixHTTPServer(str(unix_socket), self._handler())
+            # the sandbox's user (nobody) must be able to connect; keep the socket in a
+            # folder only ratchet's user can enter, so that no one else on the host can
+            os.chmod(unix_socket, 0o666)
+            self._servers.append(unix)
+        self._threads = [threading.Thread(target=s.serve_forever, daemon=True)
+                         for s in self._servers]  # fmt: skip
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
     def __enter__(self) -> MeteringProxy:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        if self.unix_socket is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.unix_socket.unlink()
 
     def usage(self) -> TrialUsage:
         with self._lock:
