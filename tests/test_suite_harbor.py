@@ -254,3 +254,11 @@ def test_rewards_without_the_metric_are_an_error_unless_there_is_only_one(tmp_pa
     trial = trial_from_harbor({**base, "verifier_result": two}, tmp_path)
     assert trial.status is TrialStatus.ERROR and trial.reward is None
     assert "no 'reward' reward" in trial.error
+
+
+def test_no_task_names_is_refused_before_harbor_runs(tmp_path: Path) -> None:
+    """Harbor given no -i runs every task of the folder, the holdout's too."""
+    with pytest.raises(ValueError, match="search split's task names"):
+        run_harbor(tmp_path, [], "agent:Harness", tmp_path / "jobs",
+                   default_trial_folder(tmp_path / "trials"), cli=HarborCLI("/bin/false"))  # fmt: skip
+    assert not (tmp_path / "jobs").exists()

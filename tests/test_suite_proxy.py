@@ -279,3 +279,57 @@ def test_under_bwrap_the_proxy_is_the_only_address_the_agent_reaches(tmp_path: P
     assert seen["direct"] == "refused"  # the host's loopback, the proxy's TCP port included
     assert fake.requests[0]["messages"][0]["content"] == "through the bridge"
     assert fake.headers[0]["authorization"] == f"Bearer {REAL_KEY}"
+
+
+class EchoingEndpoint:
+    """A careless endpoint that puts the key it was sent into its reply."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                echoed = f"you sent {self.headers['Authorization']}"
+                if request.get("stream"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    chunk = {"id": "e", "object": "chat.completion.chunk", "created": 0,
+                             "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                                                        "delta": {"content": echoed}}]}  # fmt: skip
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
+                    return
+                body = json.dumps({"error": {"message": f"bad key: {echoed}"}}).encode()
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+def test_a_key_the_endpoint_echoes_never_reaches_the_agent(tmp_path: Path) -> None:
+    endpoint = EchoingEndpoint()
+    record = tmp_path / "calls.jsonl"
+    try:
+        with MeteringProxy(endpoint.base_url, REAL_KEY, PRICES, None, record) as proxy:
+            client = agent(proxy)
+            ask = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+            with pytest.raises(openai.AuthenticationError) as refused:
+                client.chat.completions.create(**ask)  # type: ignore[call-overload]
+            stream = client.chat.completions.create(**ask, stream=True)  # type: ignore[call-overload]
+            streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    finally:
+        endpoint.server.shutdown()
+        endpoint.server.server_close()
+    assert "you sent Bearer ***" in str(refused.value.body)
+    assert streamed == "you sent Bearer ***"
+    assert REAL_KEY not in str(refused.value.body) + streamed + record.read_text()

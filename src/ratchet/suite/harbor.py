@@ -141,6 +141,8 @@ def run_harbor(
     """Run `task_names` (the search split) of `tasks_dir` through Harbor, `attempts`
     trials each, and return every trial: those Harbor never finished are `timeout`
     (past `timeout_s`) or `error`, so the count is always tasks x attempts."""
+    if not task_names:  # Harbor would run every task of the folder, the holdout's too
+        raise ValueError("run_harbor needs the search split's task names; none were given")
     cli = cli or detect_harbor(executable)
     jobs_dir.mkdir(parents=True, exist_ok=True)
     job_name = f"ratchet-{uuid.uuid4().hex[:12]}"

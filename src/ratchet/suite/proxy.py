@@ -35,6 +35,7 @@ import shlex
 import socketserver
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -53,6 +54,7 @@ ROUTES = ("/chat/completions", "/responses")
 # request headers passed on; every other one (the agent's Authorization above all) is not
 FORWARDED = ("content-type", "accept", "user-agent", "openai-beta")
 CAP_STATUS = 402
+MIN_KEY_LENGTH = 6  # a shorter "key" would mask ordinary text
 BRIDGE = Path(__file__).with_name("bridge.py")  # the sandbox's end of `unix_socket`
 
 
@@ -105,11 +107,9 @@ def check_reported(reported: TrialUsage, metered: TrialUsage, tolerance: float =
         said, seen = getattr(reported, name), getattr(metered, name)
         if abs(said - seen) > tolerance * max(abs(seen), 1e-9) and not (said == seen == 0):
             problems.append(f"{name} {said:g} reported, {seen:g} metered")
-    return (
-        "the agent's reported usage disagrees with the proxy: " + "; ".join(problems)
-        if (problems)
-        else ""
-    )
+    if not problems:
+        return ""
+    return "the agent's reported usage disagrees with the proxy: " + "; ".join(problems)
 
 
 def _last_message(request: dict[str, Any]) -> str:
@@ -264,8 +264,11 @@ class MeteringProxy:
         path = handler.path.split("?", 1)[0]
         route = next((r for r in ROUTES if path.endswith(r)), None)
         length = int(handler.headers.get("Content-Length") or 0)
-        if route is None or length > MAX_REQUEST_BYTES:
-            handler.rfile.read(min(length, MAX_REQUEST_BYTES))
+        if length > MAX_REQUEST_BYTES:
+            self._refuse(handler, 413, f"a request is at most {MAX_REQUEST_BYTES} bytes here")
+            return
+        if route is None:
+            handler.rfile.read(length)
             self._refuse(handler, 404, f"ratchet's proxy serves only {', '.join(ROUTES)}")
             return
         raw = handler.rfile.read(length)
@@ -308,9 +311,9 @@ class MeteringProxy:
             connection.request("POST", self.upstream.path + route, body=raw, headers=headers)
             upstream = connection.getresponse()
             if "text/event-stream" in (upstream.getheader("Content-Type") or ""):
-                tokens_in, tokens_out, reply = self._relay_stream(handler, upstream)
+                tokens_in, tokens_out, reply = self._relay_stream(handler, upstream, self._mask)
             else:
-                tokens_in, tokens_out, reply = self._relay_body(handler, upstream)
+                tokens_in, tokens_out, reply = self._relay_body(handler, upstream, self._mask)
             record(upstream.status, tokens_in, tokens_out, reply)
         except (OSError, http.client.HTTPException) as error:
             why = f"ratchet's proxy could not reach the model: {type(error).__name__}: {error}"
@@ -319,11 +322,19 @@ class MeteringProxy:
         finally:
             connection.close()
 
+    def _mask(self, data: bytes) -> bytes:
+        """`data` without the real key: an endpoint that echoes it (in an error, say)
+        must not hand it to the agent."""
+        key = self._key.encode()
+        return data.replace(key, b"***") if len(key) >= MIN_KEY_LENGTH else data
+
     @staticmethod
     def _relay_body(
-        handler: BaseHTTPRequestHandler, upstream: http.client.HTTPResponse
+        handler: BaseHTTPRequestHandler,
+        upstream: http.client.HTTPResponse,
+        mask: Callable[[bytes], bytes],
     ) -> tuple[int, int, str]:
-        body = upstream.read()
+        body = mask(upstream.read())
         handler.send_response(upstream.status)
         handler.send_header(
             "Content-Type", upstream.getheader("Content-Type") or "application/json"
@@ -346,7 +357,9 @@ class MeteringProxy:
 
     @staticmethod
     def _relay_stream(
-        handler: BaseHTTPRequestHandler, upstream: http.client.HTTPResponse
+        handler: BaseHTTPRequestHandler,
+        upstream: http.client.HTTPResponse,
+        mask: Callable[[bytes], bytes],
     ) -> tuple[int, int, str]:
         """Pass each server-sent event on as it arrives, reading usage and text from it."""
         handler.send_response(upstream.status)
@@ -355,7 +368,8 @@ class MeteringProxy:
         handler.end_headers()  # HTTP/1.0: the body ends when the connection closes
         tokens_in = tokens_out = 0
         text: list[str] = []
-        for line in upstream:
+        for raw in upstream:
+            line = mask(raw)
             handler.wfile.write(line)
             handler.wfile.flush()
             if not line.startswith(b"data:"):
