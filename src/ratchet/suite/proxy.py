@@ -36,7 +36,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -235,7 +235,7 @@ class MeteringProxy:
             self.calls.append(call)
             if self.record_path is not None:
                 with self.record_path.open("a", encoding="utf-8") as out:
-                    out.write(json.dumps(call.__dict__) + "\n")
+                    out.write(json.dumps(asdict(call)) + "\n")
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -263,7 +263,13 @@ class MeteringProxy:
         started = time.monotonic()
         path = handler.path.split("?", 1)[0]
         route = next((r for r in ROUTES if path.endswith(r)), None)
-        length = int(handler.headers.get("Content-Length") or 0)
+        try:
+            length = int(handler.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._refuse(handler, 400, "the request has no valid Content-Length")
+            return
         if length > MAX_REQUEST_BYTES:
             self._refuse(handler, 413, f"a request is at most {MAX_REQUEST_BYTES} bytes here")
             return
