@@ -144,6 +144,7 @@ def run_harbor(
     if not task_names:  # Harbor would run every task of the folder, the holdout's too
         raise ValueError("run_harbor needs the search split's task names; none were given")
     cli = cli or detect_harbor(executable)
+    tasks_dir, jobs_dir = tasks_dir.resolve(), jobs_dir.resolve()  # Harbor's cwd is ours
     jobs_dir.mkdir(parents=True, exist_ok=True)
     job_name = f"ratchet-{uuid.uuid4().hex[:12]}"
     log = jobs_dir / LOG
