@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ratchet.journal import ExperimentRecord, Journal
 from ratchet.private import write_private
 from ratchet.spec import Spec
+from ratchet.suite.traces import failures_by_task
+from ratchet.suite.trials import TrialResult
 
 HISTORY_LIMIT = 200  # the most recent experiments, in full
 EARLIER_LIMIT = 5000  # older ones, compact: autoresearch's two nights were ~700 experiments
@@ -96,6 +98,19 @@ def _failure(record: ExperimentRecord, output: str) -> str:
     )
 
 
+def suite_section(
+    trials: Sequence[tuple[TrialResult, Path]], traces: Path | None = None
+) -> dict[str, Any]:
+    """Harness mode's part of the brief: the incumbent's failures on the search split,
+    grouped by task (rewards, last error lines, verifier tail), and where its traces
+    are (the `traces/` folder the `llm` proposer's `list_trials` and `read_trace` read).
+    Only search trials may be passed: a holdout trial folder raises SealedTrial."""
+    section: dict[str, Any] = {"suite_failures": failures_by_task(trials)}
+    if traces is not None:
+        section["traces"] = str(traces)
+    return section
+
+
 def render_brief(
     spec: Spec,
     history: History,
@@ -107,6 +122,7 @@ def render_brief(
     totals: dict[str, int],
     noise: dict[str, float | int | None] | None = None,
     in_flight: list[dict[str, Any]] | None = None,
+    suite: dict[str, Any] | None = None,
 ) -> str:
     head: dict[str, Any] = {
         "run": run,
@@ -130,6 +146,7 @@ def render_brief(
         "in_flight": in_flight or [],
         "budget_left": budget_left,
         "totals": totals,
+        **(suite or {}),  # harness mode: suite_section()
     }
     text = json.dumps(head)
     return (
@@ -141,10 +158,18 @@ def render_brief(
 
 def fit_brief(brief: dict[str, Any], limit: int) -> str:
     """The brief as one JSON line of at most `limit` characters, for a model's prompt:
-    the oldest compact entries go first, then the oldest full ones, then old failures."""
+    the oldest compact entries go first, then the oldest full ones, then old failures,
+    then (harness mode) failing tasks."""
     brief = dict(brief)
     while len(text := json.dumps(brief, separators=(",", ":"))) > limit:
-        key = next((k for k in ("earlier", "history", "recent_failures") if brief.get(k)), None)
+        key = next(
+            (
+                k
+                for k in ("earlier", "history", "recent_failures", "suite_failures")
+                if brief.get(k)
+            ),
+            None,
+        )
         if key is None:
             return text[:limit]
         entries = brief[key]

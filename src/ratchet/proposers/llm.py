@@ -2,7 +2,8 @@
 
 It gets the directive, the brief and the scope's files, and may call `read_file`,
 `list_files`, `grep`, `show_experiment`, `edit` (exact search/replace, inside the scope
-only) and `finish`. Every path goes through `ratchet.safeio`: no link is followed, and
+only) and `finish`; in harness mode, when the brief names a `traces` folder (the
+incumbent's search-split trials), also `list_trials` and `read_trace`. Every path goes through `ratchet.safeio`: no link is followed, and
 hidden, protected, ignored and `.git` paths are refused. A tool that fails answers the
 model with the error, so it can try again; a reply that is not usable, a model that never finishes, or a spent budget is an
 `invalid-proposal`. Transport retries (429, 5xx, timeouts, `Retry-After`) are the
@@ -32,6 +33,7 @@ from ratchet.proposers.providers import (
 from ratchet.regions import region_violation
 from ratchet.safeio import ProposerTree, Refused, split_relative
 from ratchet.spec import matches
+from ratchet.suite.traces import SealedTrial, list_trials, read_trace
 
 SYSTEM = """You improve a program inside a loop that measures every change you make.
 Read the brief and the files, make one focused change with the `edit` tool (exact
@@ -58,6 +60,34 @@ TOOLS = [
          {"rationale": {"type": "string"}}),
     ]
 ]  # fmt: skip
+
+TRACE_TOOLS = [
+    Tool(
+        "list_trials",
+        "The incumbent's trials on the search tasks: id, task, attempt, status, reward, error.",
+        {"type": "object", "properties": {}, "required": []},
+    ),
+    Tool(
+        "read_trace",
+        "One trial: part 'summary' (start here), 'messages' (the agent's "
+        "steps and tool calls) or 'verifier' (the tests' output); long parts page by "
+        "offset.",
+        {
+            "type": "object",
+            "properties": {
+                "trial": {"type": "string"},
+                "part": {"type": "string", "enum": ["summary", "messages", "verifier"]},
+                "offset": {"type": "integer"},
+            },
+            "required": ["trial"],
+        },
+    ),
+]
+TRACES_NOTE = (
+    "The incumbent's trials on the suite's search tasks can be read with "
+    "list_trials and read_trace: look at failing trials' summaries and messages "
+    "before you change the agent."
+)
 
 
 # for models without tool calling: aider's SEARCH/REPLACE blocks, each after its path
@@ -118,7 +148,11 @@ class LLMProposer:
                 skipped.append(why)
         return readable, skipped
 
-    def _tool(self, tree: ProposerTree, name: str, args: dict[str, Any]) -> str:
+    def _tool(
+        self, tree: ProposerTree, name: str, args: dict[str, Any], traces: Path | None = None
+    ) -> str:
+        if traces is not None and name in ("list_trials", "read_trace"):
+            return self._trace_tool(traces, name, args)
         if name == "read_file":
             return self._read(tree, str(args.get("path", "")))
         if name == "list_files":
@@ -146,6 +180,16 @@ class LLMProposer:
         if name == "edit":
             return self._edit(tree, args)
         raise ToolError(f"no tool named {name!r}")
+
+    @staticmethod
+    def _trace_tool(traces: Path, name: str, args: dict[str, Any]) -> str:
+        if name == "list_trials":
+            return json.dumps(list_trials(traces)) if traces.is_dir() else "[]"
+        try:
+            return read_trace(traces, str(args.get("trial", "")),
+                              str(args.get("part") or "summary"), int(args.get("offset") or 0))  # fmt: skip
+        except SealedTrial as why:
+            raise ToolError(str(why)) from None
 
     def _edit(self, tree: ProposerTree, args: dict[str, Any]) -> str:
         search = str(args.get("search", ""))
@@ -206,8 +250,12 @@ class LLMProposer:
             f"\nIn {path}, {rule}." for path, rule in self.scope.describe_regions().items()
         )
         user = f"Brief:\n{fit_brief(brief, MAX_BRIEF)}\n\nEditable files:{regions}\n{shown}"
+        traces = brief.get("traces")
+        traces = Path(traces) if isinstance(traces, str) and traces else None
+        if traces is not None:
+            user += f"\n\n{TRACES_NOTE}"
         self._wait_for_endpoint(started)
-        chat = open_chat(self.spec, SYSTEM, user, TOOLS)
+        chat = open_chat(self.spec, SYSTEM, user, TOOLS + TRACE_TOOLS if traces else TOOLS)
         tokens_in = tokens_out = 0
         for _ in range(self.spec.max_turns):
             remaining = self.spec.budget - (time.monotonic() - started)
@@ -244,7 +292,7 @@ class LLMProposer:
                     if call.name == "finish":
                         rationale = str(args.get("rationale", "")).strip() or "(no rationale)"
                         return Proposal(rationale, self._cost(started, tokens_in, tokens_out))
-                    result = self._tool(tree, call.name, args)
+                    result = self._tool(tree, call.name, args, traces)
                 except (ToolError, ValueError, OSError) as error:
                     result = f"error: {error}"
                 results.append((call.id, result))
