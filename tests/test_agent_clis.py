@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import experiments, git, make_project, ratchet
-from ratchet.proposers.agents import _parse_aider, _parse_claude
+from ratchet.proposers.agent_reports import parse_aider, parse_claude
 
 STUB = """#!{python}
 import json, os, sys, time
@@ -343,15 +343,15 @@ def test_aider_token_counts_with_suffixes_and_without_a_cost() -> None:
         "Rationale: first\n"
         "Tokens: 1.5M sent, 2.1k cache write, 300 cache hit, 40 received.\n"
     )
-    reply = _parse_aider(text)
+    reply = parse_aider(text)
     assert (reply.tokens_in, reply.tokens_out) == (950 + 1_500_000, 12_000 + 40)
     assert reply.usd is None and reply.rationale == "first"
-    edited = _parse_aider("Applied edit to value.py\nApplied edit to value.py\n")
+    edited = parse_aider("Applied edit to value.py\nApplied edit to value.py\n")
     assert edited.rationale == "aider edited value.py" and edited.tokens_in == 0
 
 
 def test_claude_json_printed_pretty_and_a_markdown_rationale() -> None:
     data = {**CLAUDE_RESULT, "result": "Changed it.\n**Rationale:** smaller X"}
-    reply = _parse_claude(json.dumps(data, indent=2))
+    reply = parse_claude(json.dumps(data, indent=2))
     assert reply.rationale == "smaller X" and reply.usd == 0.0421
-    assert _parse_claude(json.dumps({**data, "result": "just this"})).rationale == "just this"
+    assert parse_claude(json.dumps({**data, "result": "just this"})).rationale == "just this"
