@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import experiments, git, layer_or_skip, make_project, ratchet
 from fake_agent_servers import (
     TOKENS_IN,
     TOKENS_OUT,
@@ -36,6 +35,8 @@ from fake_agent_servers import (
     working_folder,
 )
 
+from conftest import experiments, git, layer_or_skip, make_project, ratchet
+
 NODE_BIN = Path(os.environ.get("RATCHET_AGENT_BIN_DIR", "/opt/ratchet-agents/node_modules/.bin"))
 AIDER_BIN = Path(os.environ.get("RATCHET_AIDER_BIN_DIR", "/opt/aider/bin"))
 INSTALL = {
@@ -44,6 +45,16 @@ INSTALL = {
     "aider": "python3.11 -m venv /opt/aider && /opt/aider/bin/pip install aider-chat==0.86.2",
 }
 KEY = "sk-ratchet-test-0123456789"
+ONE_RETRY = "retries = 1"
+AUTH_FAILED = {
+    "claude-code": "claude reported an error: Failed to authenticate. API Error: 401 Invalid "
+    "API key: ratchet-test",
+    "codex": "codex reported an error: unexpected status 401 Unauthorized: Invalid API key: "
+    "ratchet-test, url: http://127.0.0.1:",
+    "aider": "aider reported an error: litellm.AuthenticationError: AuthenticationError: "
+    "OpenAIException - Invalid API key: ratchet-test The API provider is not able to "
+    "authenticate you.",
+}  # the CLI's own retries, for fast failures
 
 SPEC = """
 [sandbox]
@@ -228,6 +239,9 @@ def test_claude_code_keeps_the_edit_its_edit_tool_made(agent_run: Any) -> None:
     check_kept(project, row)
     turns = run.server.turn_requests()
     assert len(turns) == 3 and all(r.path == "/v1/messages?beta=true" for r in turns)
+    prompt = json.dumps(turns[0].body["messages"])
+    assert "Push X toward the minimum of the score." in prompt  # the directive
+    assert "Editable files: value.py" in prompt and "Rationale:" in prompt
     assert turns[0].headers["x-api-key"] == "***"  # the key was sent (masked in the log)
     # its own report: 3 turns at claude-sonnet-4-5's $3 / $15 per million tokens
     assert row["cost_tokens"] == 3 * (TOKENS_IN + TOKENS_OUT)
@@ -264,43 +278,103 @@ def test_aider_keeps_the_edit_it_applied(agent_run: Any) -> None:
 @pytest.mark.parametrize("kind", ["claude-code", "codex", "aider"])
 def test_an_authentication_failure_is_an_invalid_proposal(agent_run: Any, kind: str) -> None:
     run = agent_run(kind, [Fail(401, "Invalid API key: ratchet-test")] * 10)
-    project, [row] = run(extra='args = ["--map-tokens", "0"]' if kind == "aider" else "")
+    project, [row] = run(
+        extra=ONE_RETRY + ("\nargs = ['--map-tokens', '0']" if kind == "aider" else "")
+    )
     assert row["decision"] == "invalid-proposal"
-    assert "Invalid API key: ratchet-test" in row["why"], row["why"]
+    assert row["why"].startswith(AUTH_FAILED[kind]), row["why"]  # the CLI's own words
     assert git(project, "show", "ratchet/default:value.py") == "X = 5"
     run.check_nothing_written_outside(project)
 
 
 def test_a_hung_cli_is_killed_at_the_budget_and_the_loop_goes_on(agent_run: Any) -> None:
     run = agent_run("claude-code", [Stall(), Turn(f"Nothing to change.\n{RATIONALE}")])
-    project, rows = run(experiments_=2, budget="15s")
+    project, rows = run(experiments_=2, budget="10s")
     assert rows[0]["decision"] == "invalid-proposal"
-    assert rows[0]["why"] == "claude ran past the proposal's 15s budget and was killed"
+    assert rows[0]["why"] == "claude ran past the proposal's 10s budget and was killed"
     assert len(run.server.turn_requests()) == 2  # the first hung on the server, not before
-    assert rows[1]["decision"] is not None and rows[1]["rationale"] == rows[0]["rationale"] or (
-        rows[1]["proposer"] == "claude-code"
-    )
+    assert rows[1]["decision"] == "no-change"  # the next proposal, answered
+    assert rows[1]["rationale"] == RATIONALE.removeprefix("Rationale: ")
     run.check_nothing_written_outside(project)
 
 
 def test_a_storm_of_server_errors_is_an_invalid_proposal(agent_run: Any) -> None:
     run = agent_run("codex", [Fail(503, "upstream overloaded")] * 30)
-    project, [row] = run()
+    _, [row] = run(extra=ONE_RETRY)
     assert row["decision"] == "invalid-proposal"
-    assert "503" in row["why"] or "overloaded" in row["why"], row["why"]
+    assert row["why"].startswith(
+        "codex reported an error: unexpected status 503 Service Unavailable: upstream overloaded"
+    ), row["why"]
+    assert 2 <= len(run.server.turn_requests()) <= 4  # `retries = 1` reached codex
 
 
 def test_a_malformed_stream_is_an_invalid_proposal(agent_run: Any) -> None:
     run = agent_run("claude-code", [Garbled()] * 30)
-    project, [row] = run()
+    _, [row] = run(extra=ONE_RETRY)
     assert row["decision"] == "invalid-proposal"
-    assert row["why"].startswith("claude"), row["why"]
+    assert row["why"].startswith(
+        "claude reported an error: API Error: API returned an empty or malformed response"
+    ), row["why"]
+
+
+def test_an_edit_outside_the_scope_is_thrown_away(agent_run: Any) -> None:
+    def edit(body: dict[str, Any]) -> Turn:
+        path = f"{working_folder(body)}/score.py"
+        return Turn("", [("Edit", {"file_path": path, "old_string": "(X - 2) ** 2",
+                                   "new_string": "0"})])  # fmt: skip
+
+    def read(body: dict[str, Any]) -> Turn:
+        return Turn("", [("Read", {"file_path": f"{working_folder(body)}/score.py"})])
+
+    run = agent_run("claude-code", [read, edit, Turn(f"Done.\n{RATIONALE}")])
+    project, [row] = run()
+    assert row["decision"] == "out-of-scope" and "score.py" in row["why"], row["why"]
+    assert git(project, "show", "ratchet/default:score.py").endswith("{(X - 2) ** 2}')")
+
+
+def test_a_cli_that_exits_with_an_error_gives_its_own_last_line(agent_run: Any) -> None:
+    run = agent_run("codex", [])
+    _, [row] = run(extra='args = ["--no-such-option"]')
+    assert row["decision"] == "invalid-proposal"
+    assert row["why"] == ("codex exited with code 2: For more information, try '--help'."), row[
+        "why"
+    ]
+    assert run.server.turn_requests() == []
 
 
 # codex's own sandbox inside ratchet's bwrap ----------------------------------------------
-def test_codex_under_bwrap(agent_run: Any) -> None:
-    layer_or_skip("bwrap")
-    run = agent_run("codex", codex_script())
-    project, [row] = run(sandbox="bwrap", extra=CODEX_PRICES)
-    print(row)
+PROBE = (
+    "python3 -c 'import socket, sys; socket.create_connection((\"127.0.0.1\", int(sys.argv[1])), 2)'"
+    " {port} && echo net:open || echo net:blocked; touch ../outside && echo write:outside"
+    " || echo write:refused; cat value.py"
+)
+
+
+@pytest.mark.parametrize("sandbox", ["process", "bwrap"])
+def test_codex_runs_its_own_sandbox(agent_run: Any, sandbox: str) -> None:
+    """codex runs each command of its own in its sandbox (bubblewrap and seccomp on
+    Linux): no network, writes only in the worktree. Inside ratchet's bwrap layer, which
+    shares the network with an agent CLI, it still does: a nested user namespace."""
+    if sandbox == "bwrap":
+        layer_or_skip("bwrap")
+    holder: list[int] = []
+    said: list[str] = []
+
+    def probe(body: dict[str, Any]) -> Turn:
+        return Turn("", [("exec_command", {"cmd": PROBE.format(port=holder[0])})])
+
+    def patch(body: dict[str, Any]) -> Turn:
+        said.append(tool_results(body)[-1])
+        return Turn("", [("exec_command", {"cmd": f"apply_patch <<'EOF'\n{PATCH}EOF\n"})])
+
+    run = agent_run("codex", [probe, patch, Turn(f"Patched value.py.\n{RATIONALE}")])
+    holder.append(run.server.server.server_address[1])
+    project, [row] = run(sandbox=sandbox, extra=CODEX_PRICES)
     check_kept(project, row)
+    # the network ratchet's bwrap shares with the CLI is closed to codex's commands
+    assert "net:blocked" in said[0] and "net:open" not in said[0], said[0]
+    assert "write:refused" in said[0] and "X = 5" in said[0], said[0]
+    assert not (project / ".ratchet" / "slots" / "outside").exists()
+    metadata = json.loads(run.server.turn_requests()[0].headers["x-codex-turn-metadata"])
+    assert metadata["sandbox_mode"] == "workspace-write"
+    assert metadata["analytics_enabled"] is False  # `-c analytics.enabled=false` reached it

@@ -132,6 +132,13 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def telling_line(text: str) -> str:
+    """The last line that names an error (a usage message ends in a hint), else the last."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [""])[-1]
+
+
 def _count(raw: object) -> int:
     return int(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) and raw > 0 else 0
 

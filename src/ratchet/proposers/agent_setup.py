@@ -13,6 +13,7 @@ error reports and update checks are turned off by each CLI's own switch.
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import shutil
 import tempfile
@@ -102,8 +103,11 @@ def agent_environment(
     if source in parent:
         env[key] = parent[source]  # `api_key_env` names where the key is; the CLI wants it here
     env.update({"HOME": str(home), **_folders(home), **QUIET[spec.kind], **extra})
-    if spec.kind == "claude-code" and spec.base_url:
-        env["ANTHROPIC_BASE_URL"] = spec.base_url
+    if spec.kind == "claude-code":
+        env["CLAUDE_CODE_MAX_RETRIES"] = str(spec.retries)
+        env["API_TIMEOUT_MS"] = str(int(spec.request_timeout * 1000))
+        if spec.base_url:
+            env["ANTHROPIC_BASE_URL"] = spec.base_url
     if spec.kind == "aider" and spec.base_url:
         env["OPENAI_API_BASE"] = spec.base_url
     return env
@@ -138,21 +142,25 @@ def agent_argv(
 
 def codex_config(spec: ProposerSpec) -> list[str]:
     """codex's `-c` overrides: a model provider of ratchet's own (the spec's endpoint,
-    the key's variable), writes only in the worktree, no analytics, no update check."""
+    the key's variable, its retries and request timeout), writes only in the worktree,
+    no analytics, no update check."""
     base_url = spec.base_url or "https://api.openai.com/v1"
-    settings = {
+    settings: dict[str, str | int | bool] = {
         "model_provider": PROVIDER,
         f"model_providers.{PROVIDER}.name": PROVIDER,
         f"model_providers.{PROVIDER}.base_url": base_url,
         f"model_providers.{PROVIDER}.env_key": key_variable(spec),
         f"model_providers.{PROVIDER}.wire_api": "responses",
+        f"model_providers.{PROVIDER}.request_max_retries": spec.retries,
+        f"model_providers.{PROVIDER}.stream_max_retries": spec.retries,
+        f"model_providers.{PROVIDER}.stream_idle_timeout_ms": int(spec.request_timeout * 1000),
         "sandbox_workspace_write.exclude_slash_tmp": True,
         "analytics.enabled": False,
         "check_for_update_on_startup": False,
     }
     argv: list[str] = []
     for name, value in settings.items():
-        text = ("true" if value else "false") if isinstance(value, bool) else f'"{value}"'
+        text = json.dumps(value)  # TOML's strings, integers and booleans read the same
         argv += ["-c", f"{name}={text}"]
     return argv
 

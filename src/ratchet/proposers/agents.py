@@ -24,10 +24,10 @@ from ratchet.measure import format_seconds
 from ratchet.proposers.agent_reports import (
     Reply,
     Unreadable,
-    last_line,
     parse_aider,
     parse_claude,
     parse_codex,
+    telling_line,
 )
 from ratchet.proposers.agent_setup import (
     PROGRAMS,
@@ -123,7 +123,7 @@ class AgentCLIProposer:
                 raise
             reply = None
         if failed or reply is None:
-            last = last_line(result.output) or last_line(stdout) or "no output"
+            last = telling_line(result.output) or telling_line(stdout) or "no output"
             raise ProposalError(f"{program} exited with code {result.returncode}: {last[:200]}")
         usd = reply.usd if reply.usd is not None else self._price(reply)
         cost = Cost(seconds, reply.tokens_in + reply.tokens_out, usd)
