@@ -135,6 +135,7 @@ class Run:
                            kind=self.kind, model=MODELS[self.kind], base_url=base_url,
                            budget=budget, extra=extra)  # fmt: skip
         project = make_project(self.tmp_path / "project", FILES, spec)
+        self.git_before = self.git_snapshot(project)
         env = {
             "PATH": f"{program.parent}{os.pathsep}{os.environ['PATH']}",
             "HOME": str(self.home),
@@ -149,8 +150,16 @@ class Run:
         assert result.returncode == 0, result.stderr
         return project, [r for r in experiments(project) if r["proposer"] == self.kind]
 
+    @staticmethod
+    def git_snapshot(project: Path) -> dict[str, str]:
+        """The shared repository's configuration and hooks: what runs code at the next git."""
+        found = snapshot(project / ".git" / "hooks")
+        found["config"] = (project / ".git" / "config").read_text()
+        return found
+
     def check_nothing_written_outside(self, project: Path) -> None:
         assert snapshot(self.home) == self.before, "the CLI wrote in (or changed) the user's HOME"
+        assert self.git_snapshot(project) == self.git_before, "the CLI changed .git/"
         slots = project / ".ratchet" / "slots"
         assert sorted(p.name for p in slots.iterdir()) == ["0"]  # the slot's parent: only it
         assert not (project / ".ratchet" / "agent-homes").exists()  # the private homes: gone
@@ -233,9 +242,12 @@ def check_kept(project: Path, row: dict[str, Any]) -> None:
 
 
 # end to end -------------------------------------------------------------------------------
-def test_claude_code_keeps_the_edit_its_edit_tool_made(agent_run: Any) -> None:
+@pytest.mark.parametrize("sandbox", ["process", "bwrap"])
+def test_claude_code_keeps_the_edit_its_edit_tool_made(agent_run: Any, sandbox: str) -> None:
+    if sandbox == "bwrap":
+        layer_or_skip("bwrap")
     run = agent_run("claude-code", claude_script())
-    project, [row] = run()
+    project, [row] = run(sandbox=sandbox)
     check_kept(project, row)
     turns = run.server.turn_requests()
     assert len(turns) == 3 and all(r.path == "/v1/messages?beta=true" for r in turns)

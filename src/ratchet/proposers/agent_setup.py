@@ -128,8 +128,10 @@ def agent_argv(
         return [program, "exec", "--sandbox", "workspace-write", "-C", str(worktree),
                 "--skip-git-repo-check", "--json", *codex_config(spec),
                 *(["-m", model] if model else []), *spec.args, prompt]  # fmt: skip
-    argv = [program, "--message-file", PROMPT_FILE, "--yes-always", "--no-auto-commits",
-            "--no-dirty-commits", "--no-gitignore", "--no-stream", "--no-pretty",
+    # --no-git: ratchet owns the repository (aider would write a `[user]` into the shared
+    # .git/config, and commit); the editable files are named, so it needs no repo map
+    argv = [program, "--message-file", PROMPT_FILE, "--yes-always", "--no-git",
+            "--no-auto-commits", "--no-dirty-commits", "--no-gitignore", "--no-stream", "--no-pretty",
             "--no-check-update", "--analytics-disable", "--no-show-release-notes",
             "--no-restore-chat-history",
             "--input-history-file", str(home / "aider.input.history"),

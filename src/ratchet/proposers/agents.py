@@ -1,13 +1,14 @@
 """`kind = "claude-code" | "codex" | "aider"`: a coding agent's own CLI, run headless.
 
 The real program runs once per experiment in the slot worktree, through the proposer's
-sandbox (network allowed, only the secrets `[proposer] env` names), with the directive,
-the brief and the scope in its prompt: Claude Code in print mode with JSON output,
-`codex exec` with JSON events, aider with a message file, auto-confirm and no commits.
-Its stdout goes to a file beside the change, read (without following a link, up to
-32 MiB) and removed before the change is collected; the prompt file aider reads is
-written without writing through a link. Costs come from what each CLI reports; whatever it edited is the proposal,
-and the engine checks its scope afterwards like any other.
+sandbox, with a home of its own for the proposal (`agent_setup`: its command line, its
+environment, the endpoint and key from the spec) and the directive, the brief and the
+scope in its prompt: Claude Code in print mode with JSON output, `codex exec` with JSON
+events, aider with a message file, auto-confirm and no commits. Its stdout goes to a
+file beside the change, read (without following a link, up to 32 MiB) and removed before
+the change is collected; the prompt file aider reads is written without writing through
+a link. Rationale, tokens and cost come from what each CLI reports (`agent_reports`);
+whatever it edited is the proposal, and the engine checks its scope afterwards.
 """
 
 from __future__ import annotations
