@@ -75,7 +75,7 @@ kind = "{kind}"
 model = "{model}"
 base_url = "{base_url}"
 budget = "{budget}"
-max_turns = 4
+max_turns = 6
 {extra}
 """
 FILES = {
@@ -345,6 +345,23 @@ def test_an_edit_outside_the_scope_is_thrown_away(agent_run: Any) -> None:
     project, [row] = run()
     assert row["decision"] == "out-of-scope" and "score.py" in row["why"], row["why"]
     assert git(project, "show", "ratchet/default:score.py").endswith("{(X - 2) ** 2}')")
+
+
+def test_claude_code_is_refused_a_shell_and_writes_outside_the_worktree(
+    agent_run: Any, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    script: Script = [
+        Turn("", [("Bash", {"command": f"touch {outside}-bash", "description": "touch"})]),
+        Turn("", [("Write", {"file_path": f"{outside}-write", "content": "x"})]),
+        *claude_script(),
+    ]
+    run = agent_run("claude-code", script)
+    project, [row] = run()
+    check_kept(project, row)  # refused, not asked: the session went on to its edit
+    refused = [tool_results(r.body)[-1] for r in run.server.turn_requests()[1:3]]
+    assert "needs approval" in refused[0] and "haven't granted it" in refused[1], refused
+    assert not list(tmp_path.glob("outside*"))
 
 
 def test_a_cli_that_exits_with_an_error_gives_its_own_last_line(agent_run: Any) -> None:
