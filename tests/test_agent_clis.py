@@ -230,3 +230,32 @@ def test_claude_json_printed_pretty_and_a_markdown_rationale() -> None:
     reply = parse_claude(json.dumps(data, indent=2))
     assert reply.rationale == "smaller X" and reply.usd == 0.0421
     assert parse_claude(json.dumps({**data, "result": "just this"})).rationale == "just this"
+
+
+def test_the_environment_holds_the_key_where_the_cli_reads_it_and_no_user_config(
+    tmp_path: Path,
+) -> None:
+    from ratchet.proposers.agent_setup import agent_environment, codex_config
+    from ratchet.spec import ProposerSpec
+
+    parent = {"PATH": "/usr/bin", "HOME": "/root", "GATEWAY_KEY": KEY, "OTHER_SECRET": OTHER,
+              "ANTHROPIC_BASE_URL": "http://elsewhere", "XDG_CONFIG_HOME": "/root/.config",
+              "ANTHROPIC_API_KEY": "sk-users-own-key", "AIDER_MODEL": "gpt-3"}  # fmt: skip
+    spec = ProposerSpec(kind="claude-code", api_key_env="GATEWAY_KEY", retries=2,
+                        base_url="http://127.0.0.1:4000", request_timeout=30)  # fmt: skip
+    env = agent_environment(spec, tmp_path, parent, {})
+    assert env["ANTHROPIC_API_KEY"] == KEY and "GATEWAY_KEY" not in env
+    assert "OTHER_SECRET" not in env and "AIDER_MODEL" not in env
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:4000"  # the spec's, not the shell's
+    assert env["HOME"] == str(tmp_path) and env["XDG_CONFIG_HOME"] == str(tmp_path / ".config")
+    assert env["CLAUDE_CONFIG_DIR"] == str(tmp_path / ".claude")
+    assert (env["CLAUDE_CODE_MAX_RETRIES"], env["API_TIMEOUT_MS"]) == ("2", "30000")
+    assert env["DISABLE_TELEMETRY"] == env["DISABLE_AUTOUPDATER"] == "1"
+    named = ProposerSpec(kind="aider", env=["AIDER_MODEL"], base_url="http://gw/v1")
+    env = agent_environment(named, tmp_path, parent, {})
+    assert env["AIDER_MODEL"] == "gpt-3" and env["OPENAI_API_BASE"] == "http://gw/v1"
+    assert "OPENAI_API_KEY" not in env  # none in the parent: none made up
+    options = codex_config(ProposerSpec(kind="codex", base_url="http://gw/v1", retries=0))
+    assert 'model_providers.ratchet.base_url="http://gw/v1"' in options
+    assert 'model_providers.ratchet.env_key="OPENAI_API_KEY"' in options
+    assert "model_providers.ratchet.request_max_retries=0" in options

@@ -57,8 +57,13 @@ AIDER_PRICE_CACHE = (".aider/caches/model_prices_and_context_window.json", '{"-"
 def private_home(state_dir: Path) -> Path:
     """A fresh folder for one proposal's `HOME`; `remove_home` deletes it."""
     base = state_dir / HOMES_DIR
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="home-", dir=base))
+    while True:  # another slot's `remove_home` may remove `base` between the two steps
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            home = Path(tempfile.mkdtemp(prefix="home-", dir=base))
+            break
+        except FileNotFoundError:
+            continue
     for sub in _folders(home).values():
         Path(sub).mkdir(parents=True, exist_ok=True)
     return home
