@@ -48,6 +48,7 @@ OUTPUT_FILE = ".ratchet-agent-output"  # the CLI's stdout, whole (the sandbox ca
 MAX_DIRECTIVE = 30_000  # characters; the prompt travels on one command line (128 KiB)
 MAX_BRIEF = 40_000
 MAX_RATIONALE = 2000
+CONTAINER_HOME = Path("/tmp/ratchet-agent-home")  # under docker: gone with the container
 MAX_OUTPUT_BYTES = 32 << 20  # of the CLI's stdout: a long codex session's events fit
 INSTRUCTIONS = """You improve a program inside a loop that measures every change you make;
 the loop, not you, measures the change and decides whether it is kept. Make one focused
@@ -83,6 +84,8 @@ class AgentCLIProposer:
 
     def propose(self, worktree: Path, brief_path: Path) -> Proposal:
         prompt = self._prompt(brief_path)
+        if self.sandbox.name == "docker":  # the container's root is read-only, its /tmp its own
+            return self._run(worktree, brief_path, prompt, CONTAINER_HOME)
         home = private_home(self.state_dir)
         try:
             return self._run(worktree, brief_path, prompt, home)
