@@ -177,6 +177,11 @@ def error_body(path: str, status: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": code, "code": code, "param": None}}
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A CLI that hangs up (killed at its budget, done early) is no test failure."""
+
+
 class AgentServer:
     """The server; use as a context manager. `requests` logs every request it got."""
 
@@ -258,7 +263,7 @@ class AgentServer:
                 self.wfile.flush()
                 self.close_connection = True
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
