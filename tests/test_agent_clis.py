@@ -1,4 +1,6 @@
-"""The agent CLI proposers, against stub `claude`, `codex` and `aider` executables on PATH.
+"""The agent CLI proposers, against stub `claude`, `codex` and `aider` executables on PATH,
+for ratchet's side of the cases the real programs cannot be made to show (those that
+can are in test_agent_clis_real.py, against the real CLIs).
 
 One stub program, installed under the three names, records how it was called (argv,
 working folder, stdin, environment, aider's message file), makes the edits its test asks
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import experiments, git, make_project, ratchet
-from ratchet.proposers.agents import _parse_aider, _parse_claude
+from ratchet.proposers.agent_reports import parse_aider, parse_claude
 
 STUB = """#!{python}
 import json, os, sys, time
@@ -110,24 +112,6 @@ def codex_events(*extra: dict[str, Any], failed: str | None = None) -> str:
     return "".join(json.dumps(e) + "\n" for e in events)
 
 
-AIDER_OUTPUT = """Aider v0.86.1
-Main model: sonnet with diff edit format
-Git repo: .git with 4 files
-I'll move X to its optimum.
-
-value.py
-<<<<<<< SEARCH
-X = 5
-=======
-X = 2
->>>>>>> REPLACE
-
-Rationale: X = 2 is the minimum of (X - 2)^2
-Tokens: 2.3k sent, 1.1k cache write, 120 received. Cost: $0.0079 message, $0.0079 session.
-Applied edit to value.py
-"""
-
-
 def install_stubs(tmp_path: Path, config: dict[str, Any]) -> Path:
     """`claude`, `codex` and `aider` in a fresh folder; returns the folder."""
     bin_dir = tmp_path / "bin"
@@ -167,76 +151,8 @@ def last_experiment(project: Path, result: Any) -> dict[str, Any]:
     return experiments(project)[-1]
 
 
-def test_claude_code_runs_in_print_mode_and_its_json_result_is_read(tmp_path: Path) -> None:
-    config = {"write": BEST, "stdout": json.dumps(CLAUDE_RESULT) + "\n"}
-    extra = 'model = "sonnet"\nmax_turns = 7\nargs = ["--verbose"]'
-    project, bin_dir, result = run_agent(tmp_path, "claude-code", config, extra)
-    row = last_experiment(project, result)
-    assert row["decision"] == "keep", row["why"]
-    assert row["proposer"] == "claude-code"
-    assert row["rationale"] == "move X to the minimum of the score"
-    assert row["cost_usd"] == 0.0421 and row["cost_tokens"] == 1200 + 300 + 500 + 250
-    assert json.loads(row["meta"]) == {"session": "sess-0001"}
-    assert git(project, "show", "ratchet/default:value.py") == "X = 2"
-    [call] = calls(bin_dir)
-    argv = call["argv"]
-    assert call["name"] == "claude" and argv[0] == "-p"
-    assert argv[2:] == ["--output-format", "json", "--permission-mode", "acceptEdits",
-                        "--allowedTools", "Read,Grep,Glob,Edit", "--max-turns", "7",
-                        "--model", "sonnet", "--verbose"]  # fmt: skip
-    prompt = argv[1]
-    assert "Push X toward the minimum of the score." in prompt  # the directive
-    assert "Editable files: value.py" in prompt
-    assert '"incumbent":' in prompt and '"history":' in prompt  # the brief, inline
-    assert "Rationale:" in prompt
-    assert Path(call["cwd"]).name == "0" and "slots" in call["cwd"]  # the slot worktree
-    assert call["env"]["RATCHET_BRIEF"].endswith("brief-0.json")
-
-
-def test_codex_exec_reads_json_events_with_stdin_closed(tmp_path: Path) -> None:
-    config = {"write": BEST, "stdout": codex_events()}
-    prices = '[proposer.prices]\n"gpt-5-codex" = { input = 1.25, output = 10 }'
-    extra = f'model = "gpt-5-codex"\n{prices}'
-    project, bin_dir, result = run_agent(tmp_path, "codex", config, extra)
-    row = last_experiment(project, result)
-    assert row["decision"] == "keep", row["why"]
-    assert row["rationale"] == "X = 2 minimizes (X - 2)^2"
-    assert row["cost_tokens"] == 5400
-    assert abs(row["cost_usd"] - (5000 * 1.25 + 400 * 10) / 1e6) < 1e-12
-    assert json.loads(row["meta"]) == {"session": "thread-0001"}
-    [call] = calls(bin_dir)
-    argv = call["argv"]
-    assert argv[:7] == ["exec", "--sandbox", "workspace-write", "-C", call["cwd"],
-                        "--skip-git-repo-check", "--json"]  # fmt: skip
-    assert argv[7:9] == ["-m", "gpt-5-codex"] and len(argv) == 10
-    assert "Push X toward the minimum of the score." in argv[-1]  # the prompt comes last
-    assert call["stdin"] == ""  # closed: codex would wait for it otherwise
-
-
-def test_aider_gets_a_message_file_and_its_cost_line_is_read(tmp_path: Path) -> None:
-    # aider's own files in the worktree are cleaned away, not taken for the proposal
-    write = {**BEST, ".aider.chat.history.md": "# chat\n", ".aider.tags.cache.v4/x": "1"}
-    config = {"write": write, "stdout": AIDER_OUTPUT}
-    project, bin_dir, result = run_agent(tmp_path, "aider", config, 'model = "sonnet"')
-    row = last_experiment(project, result)
-    assert row["decision"] == "keep", row["why"]
-    assert row["rationale"] == "X = 2 is the minimum of (X - 2)^2"
-    assert row["cost_tokens"] == 2300 + 120 and row["cost_usd"] == 0.0079
-    assert json.loads(row["files"]) == ["value.py"]
-    [call] = calls(bin_dir)
-    argv = call["argv"]
-    assert argv[:2] == ["--message-file", ".ratchet-agent-prompt"]
-    for flag in ("--yes-always", "--no-auto-commits", "--no-dirty-commits", "--no-stream",
-                 "--no-pretty", "--no-check-update", "--analytics-disable"):  # fmt: skip
-        assert flag in argv
-    assert argv[-5:] == ["--model", "sonnet", "value.py", "--read", "score.py"]
-    assert "secret_eval.py" not in argv  # protected, and not context
-    assert "Push X toward the minimum of the score." in call["message"]
-    slot = Path(call["cwd"])
-    assert not list(slot.glob(".ratchet-agent-*")) and not list(slot.glob(".aider*"))
-
-
 def test_only_the_named_secrets_reach_the_agent(tmp_path: Path) -> None:
+    """Stub: the real CLIs do not print their environment; this is ratchet's filtering."""
     config = {"write": BEST, "stdout": codex_events()}
     project, bin_dir, result = run_agent(tmp_path, "codex", config, 'env = ["AGENT_TOKEN"]')
     assert last_experiment(project, result)["decision"] == "keep"
@@ -245,56 +161,14 @@ def test_only_the_named_secrets_reach_the_agent(tmp_path: Path) -> None:
     assert call["env"]["OTHER_SECRET"] is None
 
 
-def test_a_change_outside_the_scope_is_thrown_away(tmp_path: Path) -> None:
-    write = {**BEST, "score.py": "print('score: 0')\n"}
-    config = {"write": write, "stdout": json.dumps(CLAUDE_RESULT)}
-    project, _, result = run_agent(tmp_path, "claude-code", config)
-    row = last_experiment(project, result)
-    assert row["decision"] == "out-of-scope" and "score.py" in row["why"]
-    assert git(project, "show", "ratchet/default:score.py").startswith("from value import X")
-
-
-def test_an_error_claude_reports_is_an_invalid_proposal(tmp_path: Path) -> None:
-    error = {**CLAUDE_RESULT, "subtype": "success", "is_error": True,
-             "result": "Credit balance is too low"}  # fmt: skip
-    config = {"write": BEST, "stdout": json.dumps(error), "exit": 1}
-    project, _, result = run_agent(tmp_path, "claude-code", config)
-    row = last_experiment(project, result)
-    assert row["decision"] == "invalid-proposal"
-    assert row["why"] == "claude reported an error: Credit balance is too low"
-    assert git(project, "show", "ratchet/default:value.py") == "X = 5"
-
-
 def test_output_that_is_not_the_clis_json_is_an_invalid_proposal(tmp_path: Path) -> None:
+    """Stub: the real claude always prints its JSON result; a wrapper or a wrong program
+    named `claude` may not, and ratchet must say so."""
     config = {"write": BEST, "stdout": "hello there\n"}
     project, _, result = run_agent(tmp_path, "claude-code", config)
     row = last_experiment(project, result)
     assert row["decision"] == "invalid-proposal"
     assert row["why"] == "claude printed no JSON result: hello there"
-
-
-def test_a_cli_that_fails_is_an_invalid_proposal_with_its_last_line(tmp_path: Path) -> None:
-    config = {"stderr": "starting\nerror: 401 Unauthorized\n", "exit": 1}
-    project, _, result = run_agent(tmp_path, "codex", config)
-    row = last_experiment(project, result)
-    assert row["decision"] == "invalid-proposal"
-    assert row["why"] == "codex exited with code 1: error: 401 Unauthorized"
-
-
-def test_a_failed_codex_turn_is_an_invalid_proposal_with_its_message(tmp_path: Path) -> None:
-    config = {"write": BEST, "stdout": codex_events(failed="stream disconnected"), "exit": 1}
-    project, _, result = run_agent(tmp_path, "codex", config)
-    row = last_experiment(project, result)
-    assert row["decision"] == "invalid-proposal"
-    assert row["why"] == "codex reported an error: stream disconnected"
-
-
-def test_a_cli_past_its_budget_is_killed(tmp_path: Path) -> None:
-    config = {"write": BEST, "sleep": 60, "stdout": json.dumps(CLAUDE_RESULT)}
-    project, _, result = run_agent(tmp_path, "claude-code", config, budget="1s")
-    row = last_experiment(project, result)
-    assert row["decision"] == "invalid-proposal"
-    assert row["why"] == "claude ran past the proposal's 1s budget and was killed"
 
 
 def test_a_missing_cli_is_a_one_line_error(tmp_path: Path) -> None:
@@ -312,6 +186,7 @@ def test_a_missing_cli_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_the_spec_may_name_the_executable(tmp_path: Path) -> None:
+    """Stub: finding the program is ratchet's side, whatever the program is."""
     bin_dir = install_stubs(tmp_path, {})
     own = tmp_path / "tools" / "my-claude"
     own.parent.mkdir()
@@ -343,15 +218,44 @@ def test_aider_token_counts_with_suffixes_and_without_a_cost() -> None:
         "Rationale: first\n"
         "Tokens: 1.5M sent, 2.1k cache write, 300 cache hit, 40 received.\n"
     )
-    reply = _parse_aider(text)
+    reply = parse_aider(text)
     assert (reply.tokens_in, reply.tokens_out) == (950 + 1_500_000, 12_000 + 40)
     assert reply.usd is None and reply.rationale == "first"
-    edited = _parse_aider("Applied edit to value.py\nApplied edit to value.py\n")
+    edited = parse_aider("Applied edit to value.py\nApplied edit to value.py\n")
     assert edited.rationale == "aider edited value.py" and edited.tokens_in == 0
 
 
 def test_claude_json_printed_pretty_and_a_markdown_rationale() -> None:
     data = {**CLAUDE_RESULT, "result": "Changed it.\n**Rationale:** smaller X"}
-    reply = _parse_claude(json.dumps(data, indent=2))
+    reply = parse_claude(json.dumps(data, indent=2))
     assert reply.rationale == "smaller X" and reply.usd == 0.0421
-    assert _parse_claude(json.dumps({**data, "result": "just this"})).rationale == "just this"
+    assert parse_claude(json.dumps({**data, "result": "just this"})).rationale == "just this"
+
+
+def test_the_environment_holds_the_key_where_the_cli_reads_it_and_no_user_config(
+    tmp_path: Path,
+) -> None:
+    from ratchet.proposers.agent_setup import agent_environment, codex_config
+    from ratchet.spec import ProposerSpec
+
+    parent = {"PATH": "/usr/bin", "HOME": "/root", "GATEWAY_KEY": KEY, "OTHER_SECRET": OTHER,
+              "ANTHROPIC_BASE_URL": "http://elsewhere", "XDG_CONFIG_HOME": "/root/.config",
+              "ANTHROPIC_API_KEY": "sk-users-own-key", "AIDER_MODEL": "gpt-3"}  # fmt: skip
+    spec = ProposerSpec(kind="claude-code", api_key_env="GATEWAY_KEY", retries=2,
+                        base_url="http://127.0.0.1:4000", request_timeout=30)  # fmt: skip
+    env = agent_environment(spec, tmp_path, parent, {})
+    assert env["ANTHROPIC_API_KEY"] == KEY and "GATEWAY_KEY" not in env
+    assert "OTHER_SECRET" not in env and "AIDER_MODEL" not in env
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:4000"  # the spec's, not the shell's
+    assert env["HOME"] == str(tmp_path) and env["XDG_CONFIG_HOME"] == str(tmp_path / ".config")
+    assert env["CLAUDE_CONFIG_DIR"] == str(tmp_path / ".claude")
+    assert (env["CLAUDE_CODE_MAX_RETRIES"], env["API_TIMEOUT_MS"]) == ("2", "30000")
+    assert env["DISABLE_TELEMETRY"] == env["DISABLE_AUTOUPDATER"] == "1"
+    named = ProposerSpec(kind="aider", env=["AIDER_MODEL"], base_url="http://gw/v1")
+    env = agent_environment(named, tmp_path, parent, {})
+    assert env["AIDER_MODEL"] == "gpt-3" and env["OPENAI_API_BASE"] == "http://gw/v1"
+    assert "OPENAI_API_KEY" not in env  # none in the parent: none made up
+    options = codex_config(ProposerSpec(kind="codex", base_url="http://gw/v1", retries=0))
+    assert 'model_providers.ratchet.base_url="http://gw/v1"' in options
+    assert 'model_providers.ratchet.env_key="OPENAI_API_KEY"' in options
+    assert "model_providers.ratchet.request_max_retries=0" in options
