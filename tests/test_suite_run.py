@@ -1,0 +1,179 @@
+"""Harness mode end to end: `ratchet run` on a suite of Harbor tasks, the task agent on
+the real openai SDK against a loopback fake server, the meta proposer a command or an
+llm proposer against another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fake_llm import FakeLLM
+from suite_support import (
+    NO_REWARD,
+    PASS_IF_ANSWERED,
+    PASS_IF_SILENT,
+    command_proposer,
+    flip_mode,
+    suite_project,
+    task_files,
+    trial_rows,
+)
+
+from conftest import experiments, ratchet
+
+
+def search_tasks(count: int) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for i in range(count):
+        files |= task_files(f"task-{i}", f"Write an answer for task {i}.", PASS_IF_ANSWERED)
+    return files
+
+
+def test_each_trial_is_recorded_a_missing_reward_is_an_error_and_a_slow_agent_a_timeout(
+    tmp_path: Path,
+) -> None:
+    tasks = {
+        **search_tasks(2),
+        **task_files("no-reward", "Answer, please.", NO_REWARD),
+        **task_files("slow", "SLOW: take your time.", PASS_IF_ANSWERED, agent_timeout=1),
+    }
+    with FakeLLM([]) as task_llm:
+        project = suite_project(tmp_path / "p", tasks, flip_mode("good"))
+        result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)
+    baseline, candidate = rows[0], rows[1]
+    assert baseline["decision"] == "keep" and "4 trials" in baseline["why"]
+    trials = {(t["experiment"], t["task"]): t for t in trial_rows(project)}
+    # the baseline agent writes nothing: a real 0, not an error
+    assert trials[(baseline["id"], "task-0")]["status"] == "failed"
+    assert trials[(baseline["id"], "task-0")]["reward"] == 0.0
+    # a verifier that writes no reward file: an error with its why, never a 0
+    missing = trials[(baseline["id"], "no-reward")]
+    assert missing["status"] == "error" and missing["reward"] is None
+    assert "wrote no reward" in missing["error"] and "forgot to write" in missing["error"]
+    slow = trials[(baseline["id"], "slow")]
+    assert slow["status"] == "timeout" and "timeout_sec" in slow["error"]
+    assert slow["duration"] < 20
+    # the candidate that answers passes; its trials carry usage and cost
+    assert trials[(candidate["id"], "task-1")]["status"] == "passed"
+    assert trials[(candidate["id"], "task-1")]["reward"] == 1.0
+    assert trials[(candidate["id"], "task-1")]["input_tokens"] == 100
+    # the task agent's cost joins each experiment's cost: $0.25 for each of the 3 trials
+    # whose agent reported it (the one killed at its timeout reported nothing)
+    assert baseline["cost_usd"] == 0.75
+    # every trial has its folder with the agent's and the verifier's output
+    folder = Path(trials[(candidate["id"], "task-1")]["folder"])
+    assert (folder / "trial.json").is_file() and "verified" in (folder / "verifier.txt").read_text()
+    # every task agent call went to the task model's server
+    assert len(task_llm.requests) >= 4
+    assert all(r["model"] == "task-model" for r in task_llm.requests)
+
+
+def test_a_keep_is_decided_by_the_paired_test(tmp_path: Path) -> None:
+    with FakeLLM([]) as task_llm:
+        project = suite_project(tmp_path / "p", search_tasks(6), flip_mode("good"))
+        result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
+    assert result.returncode == 0, result.stderr
+    candidate = experiments(project)[1]
+    assert candidate["decision"] == "keep", candidate["why"]
+    assert "6 better, 0 worse" in candidate["why"] and "exact McNemar" in candidate["why"]
+    assert candidate["value"] == 1.0
+
+
+def test_too_few_discordant_tasks_keep_nothing(tmp_path: Path) -> None:
+    """Three tasks all flipped is p = 1/8: not enough at confidence 0.9 over 3 looks."""
+    with FakeLLM([]) as task_llm:
+        project = suite_project(tmp_path / "p", search_tasks(3), flip_mode("good"))
+        result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
+    assert result.returncode == 0, result.stderr
+    candidate = experiments(project)[1]
+    assert candidate["decision"] == "discard", candidate["why"]
+    assert "3 better, 0 worse" in candidate["why"]
+    # the tasks that decided were re-run, the incumbent's too, on fresh attempts
+    attempts = {t["attempt"] for t in trial_rows(project) if t["experiment"] == candidate["id"]}
+    assert attempts == {0, 1, 2}
+
+
+def test_an_overfit_keep_is_caught_by_the_holdout(tmp_path: Path) -> None:
+    tasks = {
+        **search_tasks(6),
+        **task_files("held-a", "Do not write anything.", PASS_IF_SILENT),
+        **task_files("held-b", "Leave the folder as it is.", PASS_IF_SILENT),
+    }
+    with FakeLLM([]) as task_llm:
+        project = suite_project(
+            tmp_path / "p", tasks, flip_mode("good"), holdout='["held-a", "held-b"]'
+        )
+        result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
+    assert result.returncode == 0, result.stderr
+    baseline, candidate = experiments(project)[:2]
+    assert candidate["decision"] == "overfit", candidate["why"]
+    assert "on the holdout reward fell 1 -> 0" in candidate["why"]
+    assert "held-a" not in candidate["why"]  # the holdout's tasks are never named
+    assert candidate["holdout"] == 0.0 and baseline["holdout"] == 1.0
+    rows = trial_rows(project)
+    held = [t for t in rows if t["split"] == "holdout"]
+    assert {t["task"] for t in held} == {"held-a", "held-b"}
+    assert all("/.ratchet/holdout/" in t["folder"] for t in held)
+    # the baseline ran no holdout until a would-be keep needed it
+    assert all(t["judged"] == candidate["id"] for t in held)
+
+
+def test_equal_pass_rates_keep_the_smaller_harness_with_prefer_simpler(tmp_path: Path) -> None:
+    shrink = command_proposer(
+        "python3 -c \"import pathlib; p=pathlib.Path('agent.py'); "
+        "p.write_text(p.read_text().replace('    usage = reply.usage', '    usage = reply.usage  # x'))\""
+        " && sed -i '/^import os, time/a # a comment line that only adds bulk' agent.py"
+        " && sed -i '/# a comment line that only adds bulk/d' agent.py"
+        " && sed -i 's/  # x//' agent.py && sed -i '/^$/d' agent.py"
+    )
+    with FakeLLM([]) as task_llm:
+        project = suite_project(
+            tmp_path / "p", search_tasks(3), shrink, extra="prefer_simpler = true"
+        )
+        result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
+    assert result.returncode == 0, result.stderr
+    candidate = experiments(project)[1]
+    assert candidate["decision"] == "keep", candidate["why"]
+    assert "prefer_simpler keeps it" in candidate["why"]
+
+
+def test_a_holdout_instruction_never_reaches_the_meta_model(tmp_path: Path) -> None:
+    marker = "SEALED-7f3a-instruction"
+    tasks = {
+        **search_tasks(6),
+        **task_files("held", f"{marker}: write an answer.", PASS_IF_ANSWERED),
+    }
+    from fake_llm import tool_call
+
+    script = [
+        tool_call("read_file", path="agent.py"),
+        tool_call("edit", path="agent.py", search='MODE = "bad"', replace='MODE = "good"'),
+        tool_call("finish", rationale="write the answer"),
+        tool_call("list_files"),
+        tool_call("grep", pattern="SEALED"),
+        tool_call("finish", rationale="nothing more"),
+    ]
+    proposer = 'kind = "llm"\nbase_url = "{url}"\napi_key_env = "META_KEY"\nretries = 0'
+    with FakeLLM([]) as task_llm, FakeLLM(script) as meta:
+        project = suite_project(
+            tmp_path / "p",
+            tasks,
+            proposer.format(url=meta.base_url),
+            holdout='["held"]',
+            run="max_experiments = 2",
+        )
+        env = {"TASK_LLM_URL": task_llm.base_url, "META_KEY": "sk-meta-0123456789"}
+        result = ratchet(project, "run", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)
+    assert rows[1]["decision"] == "keep", rows[1]["why"]
+    # the holdout ran (for the would-be keep), through the task model's server
+    assert any(marker in str(r) for r in task_llm.requests)
+    assert len(meta.requests) == 6
+    for request in meta.requests:
+        assert marker not in str(request)
+        assert "held" not in str(request).replace("held out", "")
+    # same-model pairing: the meta proposer asked for the task agent's model
+    assert {r["model"] for r in meta.requests} == {"task-model"}
+    assert "task agent task-model (same model)" in result.stdout
