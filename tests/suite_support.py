@@ -44,6 +44,9 @@ echo verified
 PASS_IF_SILENT = """#!/bin/sh
 if [ -e answer.txt ]; then echo '{"reward": 0}' > "$RATCHET_LOGS/verifier/reward.json"; else echo '{"reward": 1}' > "$RATCHET_LOGS/verifier/reward.json"; fi
 """
+ALWAYS_PASS = """#!/bin/sh
+echo 1 > "$RATCHET_LOGS/verifier/reward.txt"
+"""
 NO_REWARD = """#!/bin/sh
 echo "forgot to write the reward"
 """

@@ -89,7 +89,9 @@ def test_the_process_layer_offers_variables_and_reward_json_wins(tmp_path: Path)
 def test_the_process_layer_says_it_cannot_run_harbor_paths(tmp_path: Path) -> None:
     root = project(tmp_path, "process", HARBOR_TEST)
     result = ratchet(root, "run", env=SECRETS)
-    assert result.returncode == 0, result.stderr
+    # the baseline produced no reward: the run stops (a runtime failure) and says why
+    assert result.returncode == 1, result.stderr
+    assert "the process layer cannot provide" in result.stdout
     trial = trial_rows(root)[0]
     assert trial["status"] == "error"
     assert "process layer cannot provide" in trial["error"]

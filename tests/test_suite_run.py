@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fake_llm import FakeLLM
 from suite_support import (
+    ALWAYS_PASS,
     NO_REWARD,
     PASS_IF_ANSWERED,
     PASS_IF_SILENT,
@@ -80,18 +81,30 @@ def test_a_keep_is_decided_by_the_paired_test(tmp_path: Path) -> None:
     assert candidate["value"] == 1.0
 
 
-def test_too_few_discordant_tasks_keep_nothing(tmp_path: Path) -> None:
-    """Three tasks all flipped is p = 1/8: not enough at confidence 0.9 over 3 looks."""
+def test_only_the_tasks_that_decide_are_run_again(tmp_path: Path) -> None:
+    """Two tasks the change flips (p = 1/4 at the first look) and two it cannot (both pass
+    always): the flipped ones, and only they, get fresh trials, the incumbent's too, until
+    six discordant pairs (p = 1/64) keep it at the third look."""
+    tasks = {
+        **search_tasks(2),
+        **task_files("easy-0", "Anything.", ALWAYS_PASS),
+        **task_files("easy-1", "Anything.", ALWAYS_PASS),
+    }
     with FakeLLM([]) as task_llm:
-        project = suite_project(tmp_path / "p", search_tasks(3), flip_mode("good"))
+        project = suite_project(tmp_path / "p", tasks, flip_mode("good"))
         result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
     assert result.returncode == 0, result.stderr
-    candidate = experiments(project)[1]
-    assert candidate["decision"] == "discard", candidate["why"]
-    assert "3 better, 0 worse" in candidate["why"]
-    # the tasks that decided were re-run, the incumbent's too, on fresh attempts
-    attempts = {t["attempt"] for t in trial_rows(project) if t["experiment"] == candidate["id"]}
-    assert attempts == {0, 1, 2}
+    baseline, candidate = experiments(project)[:2]
+    assert candidate["decision"] == "keep", candidate["why"]
+    assert "6 better, 0 worse" in candidate["why"] and "p=0.0156" in candidate["why"]
+    attempts: dict[tuple[int, str], set[int]] = {}
+    for t in trial_rows(project):
+        attempts.setdefault((t["experiment"], t["task"]), set()).add(t["attempt"])
+    for who in (baseline["id"], candidate["id"]):
+        assert attempts[(who, "task-0")] == attempts[(who, "task-1")] == {0, 1, 2}
+        assert attempts[(who, "easy-0")] == attempts[(who, "easy-1")] == {0}
+    # the value is the first look's mean, not that of the re-run tasks
+    assert candidate["value"] == 1.0 and baseline["value"] == 0.5
 
 
 def test_an_overfit_keep_is_caught_by_the_holdout(tmp_path: Path) -> None:
@@ -177,3 +190,8 @@ def test_a_holdout_instruction_never_reaches_the_meta_model(tmp_path: Path) -> N
     # same-model pairing: the meta proposer asked for the task agent's model
     assert {r["model"] for r in meta.requests} == {"task-model"}
     assert "task agent task-model (same model)" in result.stdout
+    status = ratchet(project, "status")
+    assert "pairing" in status.stdout and "(same model)" in status.stdout
+    # the keep's why and status carry the search/holdout gap
+    assert "search 1, holdout 1 (gap +0)" in rows[1]["why"]
+    assert rows[1]["holdout"] == 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -47,18 +48,21 @@ def test_the_sequential_steps() -> None:
 def test_coin_flip_candidates_are_rarely_kept() -> None:
     """No change on 50% tasks: the Bonferroni-split sequential test keeps at most alpha."""
     rng = random.Random(7)
+
+    def coin_flips(tasks: Sequence[str], look: int) -> list[paired.Pair]:
+        return [paired.Pair(t, look, rng.random() < 0.5, rng.random() < 0.5) for t in tasks]
+
     keeps = 0
     for _ in range(2000):
-        found: list[paired.Pair] = []
         tasks = [f"t{i}" for i in range(10)]
-        for look in range(1, 4):
-            found += [paired.Pair(t, look, rng.random() < 0.5, rng.random() < 0.5) for t in tasks]
-            step = paired.step(paired.paired_test(found), 0.05, look, 3)
-            if step != "continue":
-                keeps += step == "keep"
-                break
-            tasks = paired.deciding_tasks(found)
+        verdict, _, _ = paired.sequential(tasks, 0.05, 3, coin_flips)
+        keeps += verdict == "keep"
     assert keeps / 2000 <= 0.05
+    # a real improvement is found: every task flipped from fail to pass
+    always = paired.sequential(
+        tasks, 0.05, 3, lambda ts, look: [paired.Pair(t, look, 1, 0) for t in ts]
+    )
+    assert always[0] == "keep"
 
 
 def test_the_holdout_split_is_deterministic_and_stable() -> None:

@@ -432,6 +432,11 @@ def check_files(spec: Spec, files: list[str], source: str = SPEC_FILE) -> None:
     clash = [f for f in editable if matches(f, expand_patterns(spec.scope.protected))]
     if clash:
         raise SpecError(f"{source}: [scope] {clash[0]} is both editable and protected")
+    if spec.suite is not None and spec.suite.agent_file not in editable:
+        raise SpecError(
+            f"{source}: [suite] agent: {spec.suite.agent_file!r} is not an editable file; "
+            "the harness's entry point must be in [scope] editable"
+        )
     named = [("directive", spec.scope.directive)] if spec.scope.directive else []
     named += [("context", c) for c in spec.scope.context if not glob.is_magic(c, flags=GLOB_FLAGS)]
     for key, name in named:

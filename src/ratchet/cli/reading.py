@@ -42,6 +42,9 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     counts = journal.counts(run_name)
     baseline, incumbent = journal.baseline(run_name), journal.incumbent(run_name)
     last = journal.experiments(run_name, limit=1, patches=False)
+    from ratchet.suite.store import pairing_of  # harness mode: meta and task agent models
+
+    pairing = pairing_of(journal, run_name)
     # the baseline is the reference, not an experiment: no count includes it
     decisions, categories = user_counts(
         journal.decision_counts(run_name), journal.baseline_decision_counts(run_name)
@@ -71,6 +74,8 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
         "categories": categories,
         "last": last[0].to_json(with_patch=False) if last else None,
     }
+    if pairing is not None:
+        data["pairing"] = pairing
     journal.close()
     if as_json:
         _print_json(data)
@@ -80,6 +85,8 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
         ("metric", f"{run.metric} ({run.goal})"),
         ("baseline", _fmt(baseline.value if baseline else None)),
     ]
+    if pairing is not None:
+        rows.append(("pairing", pairing))
     if incumbent:
         commit = (incumbent.commit or "")[:7]
         rows.append(("incumbent", f"{_fmt(incumbent.value)} (#{incumbent.id}, {commit})"))

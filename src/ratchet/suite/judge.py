@@ -219,22 +219,17 @@ class SuiteJudge(Judge):
         search = {t.name: t for t in self.suite.split(Split.SEARCH)}
         k = self.settings.attempts
         mine: list[TrialResult] = []
-        pairs: list[paired.Pair] = []
-        tasks = list(search.values())
-        test = paired.paired_test([])
-        verdict: paired.Step = "discard"
-        for look in range(1, self.looks + 1):
+
+        def trial_pairs(names: Sequence[str], look: int) -> list[paired.Pair]:
             attempts = range((look - 1) * k, look * k)
+            tasks = [search[name] for name in names]
             results = self._run(experiment, experiment, slot, tasks, attempts, Split.SEARCH)
-            mine += results
+            mine.extend(results)
             theirs = self._incumbent_trials(experiment, incumbent, slot, parent, candidate_tree,
                                             results, Split.SEARCH)  # fmt: skip
-            pairs += self._pairs(results, theirs)
-            test = paired.paired_test(pairs)
-            verdict = paired.step(test, self.alpha, look, self.looks) if pairs else "discard"
-            if verdict != "continue":
-                break
-            tasks = [search[name] for name in paired.deciding_tasks(pairs)]
+            return self._pairs(results, theirs)
+
+        verdict, test, pairs = paired.sequential(list(search), self.alpha, self.looks, trial_pairs)
         if protected:
             changed = compare_digests(reference, digest_protected(slot.path, protected))
             if changed:
@@ -341,12 +336,12 @@ class SuiteJudge(Judge):
         holdout = sum(self._value(t) for t in deciding) / len(deciding)
         search = m.value if m.value is not None else 0.0
         self.journal.set_holdout(experiment, holdout)
-        m.metrics.update({"holdout": holdout, "gap": search - holdout})
+        m.metrics.update({"holdout": holdout, "gap": holdout - search})
         if not self._has_holdout_value(incumbent) and theirs:
             values = [self._value(t) for t in theirs.values() if t.decides]
             if values:
                 self.journal.set_holdout(incumbent, sum(values) / len(values))
-        gap = f"search {search:.3g}, holdout {holdout:.3g} (gap {search - holdout:+.3g})"
+        gap = f"search {search:.3g}, holdout {holdout:.3g} (gap {holdout - search:+.3g})"
         if not pairs:
             return f"{gap}; no holdout pair to compare with the incumbent's"
         test = paired.paired_test(pairs)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -119,6 +119,28 @@ def step(test: PairedTest, alpha: float, look: int, looks: int) -> Step:
 def deciding_tasks(pairs: Sequence[Pair]) -> list[str]:
     """The tasks worth another trial: those where the two rewards differed."""
     return sorted({p.task for p in pairs if p.difference != 0})
+
+
+def sequential(
+    tasks: Sequence[str],
+    alpha: float,
+    looks: int,
+    trial_pairs: Callable[[Sequence[str], int], list[Pair]],
+) -> tuple[Step, PairedTest, list[Pair]]:
+    """The sequential paired test: `trial_pairs(tasks, look)` runs (or simulates) one look's
+    trials of `tasks` and returns their pairs; the first look has every task, each later
+    one only those that decide. Returns the step it ended on (`keep` or `discard`), the
+    last test and every pair."""
+    pairs: list[Pair] = []
+    test = paired_test(pairs)
+    for look in range(1, looks + 1):
+        pairs += trial_pairs(tasks, look)
+        test = paired_test(pairs)
+        verdict = step(test, alpha, look, looks) if pairs else "discard"
+        if verdict != "continue":
+            return verdict, test, pairs
+        tasks = deciding_tasks(pairs)
+    return "discard", test, pairs
 
 
 def describe(test: PairedTest, name: str) -> str:

@@ -125,3 +125,13 @@ class TrialStore:
 
     def latest(self, experiment: int, split: Split) -> dict[tuple[str, int], TrialRow]:
         return {(row.task, row.attempt): row for row in self.trials(experiment, split)}
+
+
+def pairing_of(journal: Journal, run: str) -> str | None:
+    """The meta proposer and task agent pairing the run's latest start recorded."""
+    row = journal.db.execute(
+        "SELECT json_extract(detail, '$.pairing') FROM audit WHERE run = ? AND"
+        " event = 'run-started' ORDER BY id DESC LIMIT 1",
+        (run,),
+    ).fetchone()
+    return str(row[0]) if row and row[0] is not None else None
