@@ -3,11 +3,16 @@ process layer's variables and what it cannot run, and the secrets the agent gets
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+from processes import read_pid, wait_dead
 from suite_support import command_proposer, task_files, trial_rows
 
-from conftest import experiments, layer_or_skip, make_project, ratchet, write_files
+from conftest import GIT_ENV, experiments, layer_or_skip, make_project, ratchet, write_files
 
 # an agent with no model: the environment decides what it writes
 AGENT = """
@@ -145,3 +150,51 @@ agent = "agent.py:run"
         or "remove [metric] command or [suite]" in result.stderr
     )
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# writes its pid where the test can read it, then waits far past any test's patience
+WAITING_AGENT = """
+import os, time
+
+
+def run(instruction, workspace):
+    folder = os.environ["AGENT_PIDS"]
+    with open(os.path.join(folder, os.environ["RATCHET_TASK"] + ".pid"), "w") as handle:
+        handle.write(f"{os.getpid()}\\n")
+    time.sleep(600)
+"""
+
+
+def test_a_stop_during_trials_kills_every_agent_and_records_the_experiment(tmp_path: Path) -> None:
+    spec = f"""
+[sandbox]
+kind = "process"
+[scope]
+editable = ["agent.py"]
+[suite]
+tasks = "tasks"
+agent = "agent.py:run"
+concurrency = 2
+[proposer]
+{command_proposer("true")}
+"""
+    files = {".gitignore": ".ratchet/\ntasks/\n", "agent.py": WAITING_AGENT}
+    root = make_project(tmp_path / "p", files, spec)
+    write_files(root, task_files("a", "A.", VARIABLE_TEST, agent_timeout=900))
+    write_files(root, task_files("b", "B.", VARIABLE_TEST, agent_timeout=900))
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ratchet", "run"], cwd=root, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, **GIT_ENV, "AGENT_PIDS": str(pids)},
+    )  # fmt: skip
+    try:
+        agents = [read_pid(pids / "a.pid"), read_pid(pids / "b.pid")]  # both run at once
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert all(wait_dead(pid) for pid in agents)
+    assert experiments(root)[0]["decision"] == "interrupted", out + err

@@ -195,3 +195,16 @@ def test_a_holdout_instruction_never_reaches_the_meta_model(tmp_path: Path) -> N
     # the keep's why and status carry the search/holdout gap
     assert "search 1, holdout 1 (gap +0)" in rows[1]["why"]
     assert rows[1]["holdout"] == 1.0
+
+
+def test_max_cost_usd_covers_the_task_agent(tmp_path: Path) -> None:
+    """Six baseline trials at $0.25 each pass a $1 cap: no experiment follows."""
+    with FakeLLM([]) as task_llm:
+        project = suite_project(
+            tmp_path / "p", search_tasks(6), flip_mode("good"), run="max_cost_usd = 1.0"
+        )
+        result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)
+    assert len(rows) == 1 and rows[0]["cost_usd"] == 1.5
+    assert "reached max_cost_usd ($1.50 of $1)" in result.stdout

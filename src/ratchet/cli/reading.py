@@ -33,6 +33,7 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     from rich.text import Text
 
     from ratchet.decisions import user_counts
+    from ratchet.suite.store import pairing_of
     from ratchet.view import plain, plural
 
     journal = _journal(_project())
@@ -42,9 +43,7 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     counts = journal.counts(run_name)
     baseline, incumbent = journal.baseline(run_name), journal.incumbent(run_name)
     last = journal.experiments(run_name, limit=1, patches=False)
-    from ratchet.suite.store import pairing_of  # harness mode: meta and task agent models
-
-    pairing = pairing_of(journal, run_name)
+    pairing = pairing_of(journal, run_name)  # harness mode: the meta and task agent models
     # the baseline is the reference, not an experiment: no count includes it
     decisions, categories = user_counts(
         journal.decision_counts(run_name), journal.baseline_decision_counts(run_name)

@@ -15,6 +15,7 @@ lie where no proposer's sandbox, brief or tool reaches (see store.py).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -28,7 +29,7 @@ from ratchet.journal import Journal
 from ratchet.judging import Judge, Verdict
 from ratchet.measure import Measurement, Status
 from ratchet.policy import Greedy, NoiseAware
-from ratchet.sandbox import Sandbox
+from ratchet.sandbox import Sandbox, kill_leftover
 from ratchet.spec import Spec, matches
 from ratchet.suite import paired
 from ratchet.suite.runners import RunnerContext, TrialRequest, TrialRunner, make_runner
@@ -96,7 +97,11 @@ class SuiteJudge(Judge):
         self.suite = load_suite(project, spec.suite)
         check_sealed(self.suite, workspace.tracked_files(project), project)
         self.store = TrialStore(journal)
-        context = RunnerContext(spec, project, sandbox, self.state / SCRATCH)
+        scratch = self.state / SCRATCH / run
+        for pidfile in scratch.glob("trial-*/*.pid"):  # trials a killed ratchet left running
+            kill_leftover(pidfile)
+        shutil.rmtree(scratch, ignore_errors=True)
+        context = RunnerContext(spec, project, sandbox, scratch)
         self.runner = runner or make_runner(context)
         self.alpha = 1 - spec.policy.confidence
         self.looks = 1 if isinstance(policy, Greedy) else min(MAX_LOOKS, spec.policy.max_repeats)

@@ -318,7 +318,8 @@ class LocalRunner:
                                         self.suite.agent_function, str(agent_dir.resolve()), str(workspace)])  # fmt: skip
         env = {**self.agent_env, "PYTHONDONTWRITEBYTECODE": "1",
                "RATCHET_TRAJECTORY": str(agent_dir.resolve() / TRAJECTORY),
-               "RATCHET_TASK": task.name, "RATCHET_ATTEMPT": str(request.attempt)}  # fmt: skip
+               "RATCHET_TASK": task.name, "RATCHET_ATTEMPT": str(request.attempt),
+               **({"RATCHET_MODEL": self.suite.model} if self.suite.model else {})}  # fmt: skip
         with self.meter(request.folder, env) as session:
             agent = self._execute(command, workspace, {**env, **session.env}, task.agent_timeout,
                                   root / "agent.pid", [(True, tree, tree)])  # fmt: skip
