@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from processes import read_pid, wait_dead
+from processes import alive, read_pid, wait_dead
 from suite_support import command_proposer, task_files, trial_rows
 
 from conftest import GIT_ENV, experiments, layer_or_skip, make_project, ratchet, write_files
@@ -198,3 +198,50 @@ concurrency = 2
             os.killpg(proc.pid, signal.SIGKILL)
     assert all(wait_dead(pid) for pid in agents)
     assert experiments(root)[0]["decision"] == "interrupted", out + err
+
+
+def test_agents_a_killed_ratchet_left_running_are_killed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    spec = f"""
+[sandbox]
+kind = "process"
+[scope]
+editable = ["agent.py"]
+[suite]
+tasks = "tasks"
+agent = "agent.py:run"
+[run]
+max_experiments = 1
+[proposer]
+{command_proposer("true")}
+"""
+    agent = WAITING_AGENT.replace(
+        "    time.sleep(600)", "    if os.path.exists(os.environ['HOLD']):\n        time.sleep(600)"
+    )
+    root = make_project(
+        tmp_path / "p", {".gitignore": ".ratchet/\ntasks/\n", "agent.py": agent}, spec
+    )
+    write_files(root, task_files("a", "A.", VARIABLE_TEST, agent_timeout=900))
+    pids, hold = tmp_path / "pids", tmp_path / "hold"
+    pids.mkdir()
+    hold.write_text("wait\n")
+    env = {**os.environ, **GIT_ENV, "AGENT_PIDS": str(pids), "HOLD": str(hold)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ratchet", "run"], cwd=root, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env,
+    )  # fmt: skip
+    orphan = read_pid(pids / "a.pid")
+    os.killpg(proc.pid, signal.SIGKILL)  # the agent runs in a session of its own: it stays
+    proc.communicate(timeout=30)
+    try:
+        assert alive(orphan)
+        hold.unlink()
+        (pids / "a.pid").unlink()
+        result = ratchet(root, "run", env={"AGENT_PIDS": str(pids), "HOLD": str(hold)})
+        assert result.returncode == 0, result.stderr
+        assert wait_dead(orphan)
+        assert [e["decision"] for e in experiments(root)][:2] == ["interrupted", "keep"]
+    finally:
+        if alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
