@@ -74,6 +74,7 @@ def suite_project(
     run: str = "max_experiments = 1",
     extra: str = "",
     sandbox: str = "process",
+    sandbox_extra: str = "",
     concurrency: int = 4,
 ) -> Path:
     """A project whose agent.py is the harness and whose tasks/ (ignored by git) is the
@@ -81,6 +82,7 @@ def suite_project(
     spec = f"""
 [sandbox]
 kind = "{sandbox}"
+{sandbox_extra}
 [scope]
 editable = ["agent.py"]
 [suite]

@@ -19,7 +19,7 @@ from suite_support import (
     trial_rows,
 )
 
-from conftest import experiments, ratchet
+from conftest import experiments, layer_or_skip, ratchet
 
 
 def search_tasks(count: int) -> dict[str, str]:
@@ -208,3 +208,23 @@ def test_max_cost_usd_covers_the_task_agent(tmp_path: Path) -> None:
     rows = experiments(project)
     assert len(rows) == 1 and rows[0]["cost_usd"] == 1.5
     assert "reached max_cost_usd ($1.50 of $1)" in result.stdout
+
+
+def test_under_bwrap_the_agent_reaches_its_model_when_the_network_is_allowed(
+    tmp_path: Path,
+) -> None:
+    layer_or_skip("bwrap")
+    with FakeLLM([]) as task_llm:
+        project = suite_project(
+            tmp_path / "p",
+            search_tasks(1),
+            flip_mode("good"),
+            sandbox="bwrap",
+            sandbox_extra="network = true",
+        )
+        result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
+    assert result.returncode == 0, result.stderr
+    trials = trial_rows(project)
+    assert [t["status"] for t in trials[:2]] == ["failed", "passed"], trials
+    assert trials[1]["input_tokens"] == 100
+    assert len(task_llm.requests) >= 2
