@@ -76,6 +76,7 @@ def suite_project(
     sandbox: str = "process",
     sandbox_extra: str = "",
     concurrency: int = 4,
+    files: dict[str, str] | None = None,
 ) -> Path:
     """A project whose agent.py is the harness and whose tasks/ (ignored by git) is the
     suite; `tasks` are the files of task_files."""
@@ -99,7 +100,8 @@ confidence = 0.9
 [proposer]
 {proposer}
 """
-    project = make_project(root, {".gitignore": ".ratchet/\ntasks/\n", "agent.py": AGENT}, spec)
+    files = {".gitignore": ".ratchet/\ntasks/\n", "agent.py": AGENT, **(files or {})}
+    project = make_project(root, files, spec)
     write_files(project, tasks)
     for name in tasks:
         if name.endswith(".sh"):

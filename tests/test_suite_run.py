@@ -4,6 +4,7 @@ llm proposer against another."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from fake_llm import FakeLLM
@@ -228,3 +229,39 @@ def test_under_bwrap_the_agent_reaches_its_model_when_the_network_is_allowed(
     assert [t["status"] for t in trials[:2]] == ["failed", "passed"], trials
     assert trials[1]["input_tokens"] == 100
     assert len(task_llm.requests) >= 2
+
+
+# first the change that earns a keep (so the holdout runs), then a look for the holdout's
+# trials from inside the proposer's sandbox, written into agent.py where the journal keeps it
+PEEK = """
+import pathlib, re, subprocess
+agent = pathlib.Path("agent.py")
+text = agent.read_text()
+if "MODE = 'bad'" in text or 'MODE = "bad"' in text:
+    agent.write_text(re.sub("MODE = .*", "MODE = 'good'", text))
+else:
+    found = subprocess.run("ls -R ../../holdout ../../../tasks 2>&1; cat ../../holdout/*/*/*/*/agent.txt 2>&1",
+                           shell=True, capture_output=True, text=True).stdout
+    agent.write_text(text + "".join(f"# {line}\\n" for line in found.splitlines()))
+"""
+
+
+def test_a_proposer_under_bwrap_cannot_see_the_holdout(tmp_path: Path) -> None:
+    layer_or_skip("bwrap")
+    tasks = {
+        **search_tasks(6),
+        **task_files("held", "SEALED-b2c4: write an answer.", PASS_IF_ANSWERED),
+    }
+    proposer = command_proposer(f"{sys.executable} peek.py")
+    with FakeLLM([]) as task_llm:
+        project = suite_project(tmp_path / "p", tasks, proposer, sandbox="bwrap",
+                                sandbox_extra="network = true", holdout='["held"]',
+                                run="max_experiments = 2", files={"peek.py": PEEK})  # fmt: skip
+        result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)
+    assert rows[1]["decision"] == "keep", rows[1]["why"]
+    assert (project / ".ratchet" / "holdout").is_dir()  # the holdout ran, on the host
+    peek = rows[2]["patch"]
+    assert "No such file" in peek  # the listing ran, and found nothing
+    assert "SEALED" not in peek and "held" not in peek
