@@ -139,6 +139,7 @@ class Engine(ExperimentStages):
             resumed=resumed,
             limits=self.limits.__dict__,
             sandbox=self.sandbox_note,
+            **({"pairing": self._proposer_label()} if self.spec.suite else {}),
         )
         export_tsv(self.journal, self.name, self.spec.metric.name, self.results,
                    fmt=self.spec.run.results_format,
@@ -150,19 +151,32 @@ class Engine(ExperimentStages):
             # bwrap binds each brief before it is written
             create_private(self.state / f"brief-{index}.json")
         self.executor = make_executor(self.spec, self.project, self.sandbox)
-        self.started = RunStarted(run, self.spec.proposer.kind, self.sandbox_note, resumed,
+        self.started = RunStarted(run, self._proposer_label(), self.sandbox_note, resumed,
                                   interrupted, incumbent, recovered)  # fmt: skip
         self.session_start = time.monotonic()
         self.counts = self.journal.counts(self.name)
         self.earlier_elapsed = self.counts.elapsed  # of earlier sessions; this one's is the clock
         self.history = History.load(self.journal, self.name)
-        self.judge = Judge(self.spec, self.journal, self.name, self.policy, self.executor,
-                           self.sandbox, self.envs, self.redact, self._on_measure)  # fmt: skip
+        judge_type: type[Judge] = Judge
+        if self.spec.suite is not None:  # harness mode: trials of a suite are the measurement
+            from ratchet.suite.judge import SuiteJudge
+
+            judge_type = SuiteJudge
+        self.judge = judge_type(self.spec, self.journal, self.name, self.policy, self.executor,
+                                self.sandbox, self.envs, self.redact, self._on_measure)  # fmt: skip
         self.judge.waiting = self.scheduler.waiting
         self.measuring: dict[int, dict[str, Any]] = {}  # proposals in flight, for the briefs
         directive = self.spec.scope.directive
         self.directive = read_directive(self.project, directive) if directive else ""
         return run, incumbent
+
+    def _proposer_label(self) -> str:
+        """The proposer's kind; in harness mode, its pairing with the task agent's model."""
+        if self.spec.suite is None:
+            return self.spec.proposer.kind
+        from ratchet.suite.judge import describe_pairing
+
+        return describe_pairing(self.spec)
 
     def _remove_stale_git_locks(self) -> tuple[str, ...]:
         """Git lock files a killed ratchet's git children left; the run lock held proves
@@ -250,6 +264,8 @@ class Engine(ExperimentStages):
         providers = sys.modules.get("ratchet.proposers.providers")
         if providers is not None:
             providers.BACKOFF.interrupt()
+        if hasattr(self, "judge"):  # a suite's trials run outside the slots' groups
+            self.judge.interrupt()
 
     def measure_noise(self, repeats: int) -> NoiseReport:
         """Measure the incumbent `repeats` more times, in every slot at once (in a new run,

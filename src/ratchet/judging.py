@@ -78,6 +78,9 @@ class Judge:
         self.taken: dict[str, int] = {}  # measurements taken or in flight, by key: their seeds
         self._rebuild_noise()
 
+    def interrupt(self) -> None:
+        """Stop what runs outside the slots' process groups (a suite's trials)."""
+
     def _rebuild_noise(self) -> None:
         """A resumed run's noise estimate: the same measurements that built it first.
 

@@ -340,14 +340,88 @@ class ExecutorSpec(_Section):
         return self
 
 
+SUITE_COMMAND = "(the suite)"  # stands for [metric] command in harness mode; never run
+SUITE_METRICS = ("reward", "passed")
+
+
+class SuiteSpec(_Section):
+    """Harness mode: a folder of Harbor tasks whose mean reward is the metric."""
+
+    tasks: str = Field(min_length=1)
+    agent: str = Field(min_length=1)  # "agent.py:run": a file in the scope and a callable
+    runner: Literal["local", "harbor"] = "local"
+    concurrency: int = Field(default=4, ge=1, le=256)
+    attempts: int = Field(default=1, ge=1, le=100)
+    holdout: float | list[str] = 0.0  # a fraction of the tasks (by name) or their names
+    env: list[str] = []  # the secrets the task agent gets; no other secret reaches it
+    model: str | None = None  # the task agent's model; the meta proposer's by default
+    prefer_simpler: bool = False
+
+    @property
+    def agent_file(self) -> str:
+        return self.agent.partition(":")[0]
+
+    @property
+    def agent_function(self) -> str:
+        return self.agent.partition(":")[2]
+
+    @model_validator(mode="after")
+    def _check(self) -> SuiteSpec:
+        file, colon, function = self.agent.partition(":")
+        if not colon or not file.endswith(".py") or not function.isidentifier():
+            raise ValueError(
+                f"agent: {self.agent!r} must name a Python file and a function, e.g. 'agent.py:run'"
+            )
+        if file.startswith("/") or ".." in file.split("/"):
+            raise ValueError(f"agent: {file!r} must be a path inside the project")
+        if isinstance(self.holdout, float) and not 0 <= self.holdout < 1:
+            raise ValueError(
+                f"holdout: a fraction must be at least 0 and below 1, got {self.holdout}"
+            )
+        return self
+
+
 class Spec(_Section):
     scope: ScopeSpec
     metric: MetricSpec
+    suite: SuiteSpec | None = None
     run: RunSpec = RunSpec()
     policy: PolicySpec = PolicySpec()
     proposer: ProposerSpec = ProposerSpec()
     sandbox: SandboxSpec = SandboxSpec()
     executor: ExecutorSpec = ExecutorSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _suite_metric(cls, data: Any) -> Any:
+        """With [suite], the metric is the suite's mean reward: [metric] gets no command,
+        its name is `reward` (or `passed`), maximized; and the meta proposer's model is
+        the task agent's unless the spec names one (same-model pairing)."""
+        if not isinstance(data, dict) or not isinstance(data.get("suite"), dict):
+            return data
+        metric = data.get("metric", {})
+        if not isinstance(metric, dict):
+            return data
+        if "command" in metric:
+            raise ValueError(
+                "[metric] command: the suite is the metric in harness mode; "
+                "remove [metric] command or [suite]"
+            )
+        name = metric.get("name", "reward")
+        if name not in SUITE_METRICS:
+            raise ValueError(
+                f"[metric] name: a suite's metric is 'reward' or 'passed', got {name!r}"
+            )
+        if metric.get("goal", "maximize") != "maximize":
+            raise ValueError("[metric] goal: a suite's mean reward is maximized")
+        data = {**data, "metric": {**metric, "command": SUITE_COMMAND, "name": name,
+                                   "goal": "maximize"}}  # fmt: skip
+        model = data["suite"].get("model")
+        proposer = data.get("proposer", {})
+        pairable = isinstance(proposer, dict) and proposer.get("kind") == "llm"
+        if model and pairable and "model" not in proposer:
+            data["proposer"] = {**proposer, "model": model}
+        return data
 
     def digest(self) -> str:
         """A short fingerprint of the spec, recorded with each run start."""
@@ -458,6 +532,11 @@ def check_files(spec: Spec, files: list[str], source: str = SPEC_FILE) -> None:
     clash = [f for f in editable if matches(f, expand_patterns(spec.scope.protected))]
     if clash:
         raise SpecError(f"{source}: [scope] {clash[0]} is both editable and protected")
+    if spec.suite is not None and spec.suite.agent_file not in editable:
+        raise SpecError(
+            f"{source}: [suite] agent: {spec.suite.agent_file!r} is not an editable file; "
+            "the harness's entry point must be in [scope] editable"
+        )
     named = [("directive", spec.scope.directive)] if spec.scope.directive else []
     named += [("context", c) for c in spec.scope.context if not glob.is_magic(c, flags=GLOB_FLAGS)]
     for key, name in named:

@@ -34,6 +34,7 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     from rich.text import Text
 
     from ratchet.decisions import user_counts
+    from ratchet.suite.store import pairing_of
     from ratchet.view import plain, plural
 
     journal = _journal(_project())
@@ -43,6 +44,7 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
     counts = journal.counts(run_name)
     baseline, incumbent = journal.baseline(run_name), journal.incumbent(run_name)
     last = journal.experiments(run_name, limit=1, patches=False)
+    pairing = pairing_of(journal, run_name)  # harness mode: the meta and task agent models
     # the baseline is the reference, not an experiment: no count includes it
     decisions, categories = user_counts(
         journal.decision_counts(run_name), journal.baseline_decision_counts(run_name)
@@ -72,6 +74,8 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
         "categories": categories,
         "last": last[0].to_json(with_patch=False) if last else None,
     }
+    if pairing is not None:
+        data["pairing"] = pairing
     journal.close()
     if as_json:
         _print_json(data)
@@ -81,6 +85,8 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
         ("metric", f"{run.metric} ({run.goal})"),
         ("baseline", _fmt(baseline.value if baseline else None)),
     ]
+    if pairing is not None:
+        rows.append(("pairing", pairing))
     if incumbent:
         commit = (incumbent.commit or "")[:7]
         rows.append(("incumbent", f"{_fmt(incumbent.value)} (#{incumbent.id}, {commit})"))
