@@ -194,15 +194,10 @@ def _journal(project: Path) -> Journal:
 
 
 def _run_name(journal: Journal, name: str | None) -> str:
-    runs = journal.runs()
-    if name is None:
-        if not runs:
-            raise UsageError("no runs yet in this project; start one with 'ratchet run'")
-        return runs[-1].name
-    if journal.run(name) is None:
-        known = ", ".join(r.name for r in runs) or "none"
-        raise UsageError(f"no run named '{name}' (runs: {known})")
-    return name
+    """`name`, checked, or else the newest run (the views' own rule)."""
+    from ratchet.runview import run_name
+
+    return run_name(journal, name)
 
 
 def _duration(value: str | None, option: str) -> float | None:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ratchet.journal import Journal
-from ratchet.suite.tasks import Split
-from ratchet.suite.trials import TrialResult, TrialStatus, TrialUsage
+from ratchet.suite.trials import Split, TrialResult, TrialStatus, TrialUsage
 
 TRIALS_DIR = "trials"  # search trials: traces the meta-agent may read
 HOLDOUT_DIR = "holdout"  # sealed: never shown to a proposer

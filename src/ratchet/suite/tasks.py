@@ -16,10 +16,10 @@ import hashlib
 import math
 import tomllib
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from ratchet.spec import SpecError, SuiteSpec
+from ratchet.suite.trials import Split as Split  # re-exported: callers import it from here
 
 INSTRUCTION = "instruction.md"
 TASK_TOML = "task.toml"
@@ -30,11 +30,6 @@ DEFAULT_AGENT_TIMEOUT = 600.0  # Harbor's default, when task.toml names none
 DEFAULT_VERIFIER_TIMEOUT = 600.0
 # Harbor builds its container from these; the local runner copies every other file
 NOT_COPIED = frozenset({"Dockerfile", "docker-compose.yaml", "docker-compose.yml"})
-
-
-class Split(StrEnum):
-    SEARCH = "search"  # run for every candidate; proposers see their traces
-    HOLDOUT = "holdout"  # run only for would-be keeps; never shown to a proposer
 
 
 @dataclass(frozen=True)

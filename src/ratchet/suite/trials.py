@@ -12,6 +12,13 @@ from enum import StrEnum
 from pathlib import Path
 
 
+class Split(StrEnum):
+    """Which side of the suite a task is on (`ratchet.suite.tasks` splits them)."""
+
+    SEARCH = "search"  # run for every candidate; proposers see their traces
+    HOLDOUT = "holdout"  # run only for would-be keeps; never shown to a proposer
+
+
 class TrialStatus(StrEnum):
     """How a trial ended. Only ``passed`` and ``failed`` carry a reward that
     may decide a keep; ``error`` and ``timeout`` are counted apart."""
