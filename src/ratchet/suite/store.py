@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ratchet.journal import Journal
 from ratchet.suite.tasks import Split
+from ratchet.suite.traces import write_trial_record
 from ratchet.suite.trials import TrialResult, TrialStatus, TrialUsage
 
 TRIALS_DIR = "trials"  # search trials: traces the meta-agent may read
@@ -86,6 +87,11 @@ class TrialStore:
         split: Split,
         trials: Iterable[tuple[TrialResult, Path]],
     ) -> None:
+        """The trials' rows, and each folder's `trial.json` marked with its split, whatever
+        the runner wrote there: the traces reader shows only folders marked search."""
+        trials = list(trials)
+        for trial, folder in trials:
+            write_trial_record(folder, trial, split.value)
         rows = [
             (run, experiment, judged, t.task, t.attempt, split.value, t.status.value, t.reward,
              t.duration_s, t.usage.input_tokens, t.usage.output_tokens, t.usage.cost_usd,

@@ -1,0 +1,129 @@
+"""Harness mode's parts wired together, end to end through `ratchet run`: traces reach
+the meta proposer (and holdout trials never do), the metering proxy stands between the
+task agent and its model, the harbor runner is registered, and the task agent is told
+its model. The task agent uses the real openai SDK against a loopback fake server, the
+meta proposer another."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fake_llm import FakeLLM, tool_call
+from suite_support import PASS_IF_ANSWERED, command_proposer, suite_project, task_files
+
+from conftest import experiments, ratchet
+
+SEALED = "SEALED-q9z-instruction"  # the holdout task's instruction
+HELD = "sealed-task-q9z"  # the holdout task's name
+# a verifier whose output says why the trial failed, for read_trace to return
+EXPLAINED = """#!/bin/sh
+if [ -s answer.txt ]; then echo 1 > "$RATCHET_LOGS/verifier/reward.txt"; echo "VERDICT: answered"
+else echo 0 > "$RATCHET_LOGS/verifier/reward.txt"; echo "VERDICT: answer.txt is missing"; fi
+"""
+NEVER = """#!/bin/sh
+echo 0 > "$RATCHET_LOGS/verifier/reward.txt"
+echo "VERDICT: this task can not be passed"
+"""
+
+
+def wiring_tasks() -> dict[str, str]:
+    files: dict[str, str] = {}
+    for i in range(6):
+        files |= task_files(f"task-{i}", f"Write an answer for task {i}.", EXPLAINED)
+    files |= task_files("hopeless", "Try anyway.", NEVER)
+    files |= task_files(HELD, f"{SEALED}: write an answer.", PASS_IF_ANSWERED)
+    return files
+
+
+def test_the_meta_model_reads_search_traces_and_never_a_holdout_one(tmp_path: Path) -> None:
+    script = [
+        tool_call("list_trials"),
+        tool_call("read_trace", trial="task-0/attempt-0", part="verifier"),
+        tool_call("edit", path="agent.py", search='MODE = "bad"', replace='MODE = "good"'),
+        tool_call("finish", rationale="write the answer"),
+        tool_call("list_trials"),
+        tool_call("read_trace", trial="hopeless/attempt-0", part="summary"),
+        tool_call("finish", rationale="nothing more"),
+    ]
+    proposer = 'kind = "llm"\nbase_url = "{url}"\napi_key_env = "META_KEY"\nretries = 0'
+    with FakeLLM([]) as task_llm, FakeLLM(script) as meta:
+        project = suite_project(tmp_path / "p", wiring_tasks(), proposer.format(url=meta.base_url),
+                                holdout=f'["{HELD}"]', run="max_experiments = 2")  # fmt: skip
+        env = {"TASK_LLM_URL": task_llm.base_url, "META_KEY": "sk-meta-0123456789"}
+        result = ratchet(project, "run", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)
+    assert rows[1]["decision"] == "keep", rows[1]["why"]
+    # the holdout ran, for the would-be keep
+    assert any(SEALED in str(r) for r in task_llm.requests)
+    holdout = project / ".ratchet" / "holdout"
+    assert any(holdout.rglob("trial.json"))
+    assert len(meta.requests) == len(script)
+    # the first brief carries the baseline's search failures, grouped by task
+    first = json.dumps(meta.requests[0])
+    assert "suite_failures" in first and "task-0" in first and "answer.txt is missing" in first
+    # list_trials answered with search trials; read_trace returned the verifier's output
+    listed = json.dumps(meta.requests[1]["messages"][-1])
+    assert "task-0/attempt-0" in listed and "hopeless/attempt-0" in listed
+    read = meta.requests[2]["messages"][-1]
+    assert read["role"] == "tool" and "VERDICT: answer.txt is missing" in read["content"]
+    # the second proposal's brief is the keep's: the hopeless task is its one failure
+    second = json.dumps(meta.requests[4])
+    assert "hopeless" in second and "this task can not be passed" in second
+    summary = meta.requests[6]["messages"][-1]["content"]
+    assert '"status": "failed"' in summary and "hopeless" in summary
+    for request in meta.requests:
+        text = json.dumps(request)
+        assert SEALED not in text and HELD not in text
+        assert str(holdout) not in text and "/.ratchet/holdout" not in text
+    brief = (project / ".ratchet" / "brief-0.json").read_text()
+    assert "suite_failures" in brief and "hopeless" in brief
+    assert SEALED not in brief and HELD not in brief and "/.ratchet/holdout" not in brief
+    # the traces folder was never part of a proposal, and is gone from the slot
+    assert all(".ratchet-traces" not in (r["patch"] or "") for r in rows)
+    assert not list((project / ".ratchet").rglob(".ratchet-traces"))
+
+
+# a CLI proposer: copies everything it finds in the traces folder the brief names to a
+# file outside the project, then makes the change that earns a keep
+PEEK_TRACES = """
+import json, os, pathlib, re, sys
+brief = json.loads(pathlib.Path(os.environ["RATCHET_BRIEF"]).read_text())
+traces = pathlib.Path(brief["traces"])
+seen = [f"TRACES AT {traces}"]
+for path in sorted(traces.rglob("*")):
+    seen.append(f"== {path.relative_to(traces)}")
+    if path.is_file():
+        seen.append(path.read_text(errors="replace"))
+    if path.stat().st_mode & 0o222:  # the mode, not a write: root may write anyway
+        seen.append(f"WRITABLE {path}")
+with open(sys.argv[1], "a") as out:
+    out.write("\\n".join(seen) + "\\n")
+agent = pathlib.Path("agent.py")
+agent.write_text(re.sub("MODE = .*", "MODE = 'good'", agent.read_text()))
+"""
+
+
+def test_a_cli_proposer_gets_a_read_only_traces_folder_without_the_holdout(
+    tmp_path: Path,
+) -> None:
+    seen = tmp_path / "seen.txt"
+    proposer = command_proposer(f"{sys.executable} peek.py {seen}")
+    with FakeLLM([]) as task_llm:
+        project = suite_project(tmp_path / "p", wiring_tasks(), proposer, holdout=f'["{HELD}"]',
+                                run="max_experiments = 2", files={"peek.py": PEEK_TRACES})  # fmt: skip
+        result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
+    assert result.returncode == 0, result.stderr
+    rows = experiments(project)
+    assert rows[1]["decision"] == "keep", rows[1]["why"]
+    assert any((project / ".ratchet" / "holdout").rglob("trial.json"))  # the holdout ran
+    text = seen.read_text()
+    assert text.count("TRACES AT") == 2
+    # the search trials are there: records, verifier output, the index
+    assert "== task-0/attempt-0/verifier.txt" in text and "answer.txt is missing" in text
+    assert "== index.json" in text and "== hopeless/attempt-0/trial.json" in text
+    assert "WRITABLE" not in text
+    assert SEALED not in text and HELD not in text and "/.ratchet/holdout" not in text
+    assert all(".ratchet-traces" not in (r["patch"] or "") for r in rows)
