@@ -13,7 +13,7 @@ from pathlib import Path
 from fake_llm import FakeLLM, tool_call
 from suite_support import PASS_IF_ANSWERED, command_proposer, suite_project, task_files
 
-from conftest import experiments, ratchet
+from conftest import experiments, layer_or_skip, ratchet
 
 SEALED = "SEALED-q9z-instruction"  # the holdout task's instruction
 HELD = "sealed-task-q9z"  # the holdout task's name
@@ -127,3 +127,106 @@ def test_a_cli_proposer_gets_a_read_only_traces_folder_without_the_holdout(
     assert "WRITABLE" not in text
     assert SEALED not in text and HELD not in text and "/.ratchet/holdout" not in text
     assert all(".ratchet-traces" not in (r["patch"] or "") for r in rows)
+
+
+# a task agent that takes its endpoint and key from the environment, as the example's does,
+# says what key it was given, and misreports its own usage
+METERED_AGENT = """
+import os
+from openai import OpenAI
+
+def run(instruction, workspace):
+    key = os.environ.get("OPENAI_API_KEY", "")
+    print("KEY-IS-DUMMY" if key == "ratchet-metered" else "KEY-IS-SOMETHING-ELSE")
+    print("REAL-KEY-VISIBLE" if any("sk-real" in v for v in os.environ.values()) else "NO-REAL-KEY")
+    client = OpenAI(max_retries=0)
+    reply = client.chat.completions.create(
+        model=os.environ.get("RATCHET_TASK_MODEL", "unset"),
+        messages=[{"role": "user", "content": instruction}])
+    with open(os.path.join(workspace, "answer.txt"), "w") as handle:
+        handle.write(reply.choices[0].message.content or "")
+    return {"usage": {"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.01, "calls": 1}}
+"""
+REAL_KEY = "sk-real-upstream-0123456789"
+PRICED = (
+    'kind = "command"\ncommand = "true"\nbudget = "20s"\n'
+    "[proposer.prices.task-model]\ninput = 1000.0\noutput = 10000.0"
+)
+
+
+def metered_project(root: Path, tasks: int, **options: str) -> Path:
+    files: dict[str, str] = {}
+    for i in range(tasks):
+        files |= task_files(f"task-{i}", f"Write an answer for task {i}.", EXPLAINED)
+    return suite_project(root, files, PRICED, extra='env = ["OPENAI_API_KEY"]',
+                         files={"agent.py": METERED_AGENT}, concurrency=1, **options)  # fmt: skip
+
+
+def check_metered(project: Path, upstream: FakeLLM, tasks: int) -> None:
+    from suite_support import trial_rows
+
+    rows = experiments(project)
+    trials = trial_rows(project)
+    assert len(trials) == tasks and all(t["status"] == "passed" for t in trials), trials
+    # the fake upstream saw the real key, on every call, and the task model
+    assert len(upstream.requests) == tasks
+    assert {h["authorization"] for h in upstream.headers} == {f"Bearer {REAL_KEY}"}
+    assert {r["model"] for r in upstream.requests} == {"task-model"}
+    for t in trials:
+        folder = Path(t["folder"])
+        printed = (folder / "agent.txt").read_text()
+        assert "KEY-IS-DUMMY" in printed and "NO-REAL-KEY" in printed, printed
+        calls = [
+            json.loads(line) for line in (folder / "model_calls.jsonl").read_text().splitlines()
+        ]
+        assert len(calls) == 1 and calls[0]["status"] == 200
+        # the trial's usage is the proxy's: 100 in, 10 out at $1000/$10000 per million
+        assert (t["input_tokens"], t["output_tokens"]) == (100, 10)
+        assert t["cost_usd"] == calls[0]["cost_usd"] == 0.2
+        assert "reported usage disagrees with the proxy" in t["error"]
+        record = json.loads((folder / "trial.json").read_text())
+        assert record["usage"]["calls"] == 1 and record["usage"]["cost_usd"] == 0.2
+    # the experiment's cost includes the task agent's metered spend
+    assert abs(rows[0]["cost_usd"] - 0.2 * tasks) < 1e-9
+
+
+def test_the_task_agent_reaches_its_model_only_through_the_metering_proxy(
+    tmp_path: Path,
+) -> None:
+    with FakeLLM([]) as upstream:
+        project = metered_project(tmp_path / "p", 2, run="max_experiments = 1")
+        env = {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": REAL_KEY}
+        result = ratchet(project, "run", env=env)
+    assert result.returncode == 0, result.stderr
+    check_metered(project, upstream, 2)
+
+
+def test_under_bwrap_without_network_the_proxy_is_reached_through_the_bridge(
+    tmp_path: Path,
+) -> None:
+    layer_or_skip("bwrap")
+    with FakeLLM([]) as upstream:
+        project = metered_project(tmp_path / "p", 1, run="max_experiments = 1",
+                                  sandbox="bwrap", sandbox_extra="network = false")  # fmt: skip
+        env = {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": REAL_KEY}
+        result = ratchet(project, "run", env=env)
+    assert result.returncode == 0, result.stderr
+    check_metered(project, upstream, 1)
+
+
+def test_the_spend_cap_is_what_max_cost_usd_leaves(tmp_path: Path) -> None:
+    """Two trials one after the other under a $0.2 cap: the first spends it, so the
+    proxy refuses the second's call, and the trial fails without reaching the model."""
+    with FakeLLM([]) as upstream:
+        project = metered_project(tmp_path / "p", 2, run="max_cost_usd = 0.2")
+        env = {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": REAL_KEY}
+        result = ratchet(project, "run", env=env)
+    from suite_support import trial_rows
+
+    trials = trial_rows(project)
+    assert len(upstream.requests) == 1
+    refused = [t for t in trials if t["cost_usd"] == 0]
+    assert len(refused) == 1 and refused[0]["status"] != "passed"
+    calls = (Path(refused[0]["folder"]) / "model_calls.jsonl").read_text()
+    assert '"status": 402' in calls and "spend cap" in calls
+    assert "reached max_cost_usd" in result.stdout

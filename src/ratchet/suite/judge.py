@@ -181,6 +181,9 @@ class SuiteJudge(Judge):
         if not requests:
             return []
         self.on_measure(judged, slot.index)
+        spend_left = getattr(self.runner, "spend_left", None)
+        if spend_left is not None:  # the metered task agents' cap: what max_cost_usd leaves
+            spend_left(self._cost_left())
         with self.waiting():  # other slots decide while these trials run
             results = self.runner.run_trials(requests, slot.path)
         folders = {(r.task.name, r.attempt): r.folder for r in requests}
@@ -189,6 +192,15 @@ class SuiteJudge(Judge):
         total = sum(t.usage.cost_usd for t in results)
         self.store.charge(judged, TrialUsage(cost_usd=total))
         return results
+
+    def _cost_left(self) -> float | None:
+        cap = self.spec.run.max_cost_usd
+        if cap is None:
+            return None
+        row = self.journal.db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM experiments WHERE run = ?", (self.run,)
+        ).fetchone()
+        return max(0.0, cap - float(row[0]))
 
     def _summary(
         self, results: Sequence[TrialResult | TrialRow], label: str
