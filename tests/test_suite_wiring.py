@@ -230,3 +230,67 @@ def test_the_spend_cap_is_what_max_cost_usd_leaves(tmp_path: Path) -> None:
     calls = (Path(refused[0]["folder"]) / "model_calls.jsonl").read_text()
     assert '"status": 402' in calls and "spend cap" in calls
     assert "reached max_cost_usd" in result.stdout
+
+
+def stub_harbor_on_path(root: Path) -> dict[str, str]:
+    """The stub `harbor` of test_suite_harbor, with tasks named `flip-*` that pass only
+    when the agent on Harbor's PYTHONPATH has been switched to MODE = 'good'."""
+    import os
+
+    from test_suite_harbor import HELP_NEW, STUB
+
+    flip = (
+        "\nagent_file = Path(os.environ['PYTHONPATH'].split(os.pathsep)[0]) / 'agent.py'\n"
+        "FLIP = 1.0 if \"MODE = 'good'\" in agent_file.read_text() else 0.0\n"
+    )
+    stub = STUB.replace('"half": 0.5}', '"half": 0.5, "flip": FLIP}')
+    stub = stub.replace("job.mkdir(parents=True, exist_ok=True)\n",
+                        "job.mkdir(parents=True, exist_ok=True)\n" + flip, 1)  # fmt: skip
+    assert stub != STUB and "FLIP = " in stub
+    bin_dir = root / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "harbor").write_text(f"#!{sys.executable}\n{stub}")
+    (bin_dir / "harbor").chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STUB_HELP": HELP_NEW}
+
+
+def test_a_run_with_the_harbor_runner_records_trials_and_decides(tmp_path: Path) -> None:
+    from suite_support import flip_mode, trial_rows
+
+    tasks: dict[str, str] = {}
+    for i in range(6):
+        tasks |= task_files(f"flip-{i}", f"Flip {i}.", EXPLAINED)
+    tasks |= task_files("pass-a", "Always.", EXPLAINED)
+    tasks |= task_files("held-x", "Held out.", EXPLAINED)
+    env = stub_harbor_on_path(tmp_path)
+    project = suite_project(tmp_path / "p", tasks, flip_mode("good"), holdout='["held-x"]',
+                            extra='runner = "harbor"')  # fmt: skip
+    result = ratchet(project, "run", env=env)
+    assert result.returncode == 0, result.stderr
+    baseline, candidate = experiments(project)[:2]
+    assert baseline["decision"] == "keep" and "7 trials" in baseline["why"], baseline["why"]
+    assert candidate["decision"] == "keep", candidate["why"]
+    assert "6 better, 0 worse" in candidate["why"]
+    rows = trial_rows(project)
+    mine = {t["task"]: t for t in rows if t["experiment"] == candidate["id"]}
+    assert mine["flip-0"]["status"] == "passed" and mine["pass-a"]["reward"] == 1.0
+    assert mine["held-x"]["split"] == "holdout"  # run for the would-be keep
+    theirs = {t["task"]: t for t in rows if t["experiment"] == baseline["id"]}
+    assert theirs["flip-0"]["status"] == "failed" and theirs["flip-0"]["reward"] == 0.0
+    # Harbor's usage is charged: 7 search trials at $0.004 for the baseline
+    assert theirs["flip-0"]["input_tokens"] == 1200
+    assert abs(baseline["cost_usd"] - 7 * 0.004) < 1e-9
+    # each record lies in the request's folder, marked with its split, with the trace
+    folder = Path(mine["flip-0"]["folder"])
+    record = json.loads((folder / "trial.json").read_text())
+    assert record["split"] == "search" and record["status"] == "passed"
+    assert (folder / "trajectory.json").is_file() and "checking flip-0" in (
+        folder / "verifier.txt"
+    ).read_text()
+    held = json.loads((Path(mine["held-x"]["folder"]) / "trial.json").read_text())
+    assert held["split"] == "holdout" and "/.ratchet/holdout/" in mine["held-x"]["folder"]
+    # the last Harbor call: the agent as an import path, the task model paired
+    [call_file] = (project / ".ratchet").rglob("stub-call.json")
+    call = json.loads(call_file.read_text())
+    assert call["argv"][call["argv"].index("-a") + 1] == "agent:run"
+    assert call["env"]["RATCHET_TASK_MODEL"] == "task-model"
