@@ -14,6 +14,9 @@ Where the verifier finds Harbor's paths:
   `/tests` or `/logs` literally and neither variable cannot run there: its trial is an
   `error` that says so.
 
+The agent's model calls go through a `Meter` (metering.py's proxy, when the agent may
+have an OpenAI key), which replaces its base URL and key for the trial.
+
 Docker is not a layer for trials here: run a suite in containers with `runner = "harbor"`.
 """
 
@@ -111,8 +114,8 @@ def model_env(model: str | None) -> dict[str, str]:
 def reported_usage(result: Mapping[str, object]) -> TrialUsage:
     """The usage the agent reported about itself in what `run` returned:
     `{"usage": {"input_tokens", "output_tokens", "cost_usd", "calls"}}` (OpenAI's
-    `prompt_tokens` and `completion_tokens` are read too). Unchecked: the metering proxy,
-    once plugged in through `Meter`, replaces it."""
+    `prompt_tokens` and `completion_tokens` are read too). The trial's usage only when no
+    meter saw the calls; with the metering proxy it is checked against the metered one."""
     usage = result.get("usage")
     if not isinstance(usage, dict):
         return TrialUsage()
