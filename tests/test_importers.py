@@ -271,6 +271,41 @@ def test_harbor_import_writes_a_harness_spec(tmp_path: Path) -> None:
         parse_spec(data, "ratchet.toml")
 
 
+def test_a_harbor_import_runs(tmp_path: Path) -> None:
+    """The imported spec drives a real `ratchet run`: the local runner, the suite's
+    verifiers (written for both layers), the llm proposer against a loopback server."""
+    from fake_llm import FakeLLM, tool_call
+
+    agent = (
+        "import os, re\n"
+        "def run(instruction, workspace):\n"
+        "    name = re.search(r'Write (\\S+) containing', instruction).group(1)\n"
+        "    open(os.path.join(workspace, name), 'w').write('ok')\n"
+    )
+    files = {"agent.py": agent}
+    for name in ("alpha", "beta", "gamma"):
+        files.update(_harbor_task(name))
+        files[f"tasks/{name}/tests/test.sh"] = (
+            f'if test -f {name}.txt; then echo 1; else echo 0; fi > "$RATCHET_LOGS/verifier/reward.txt"\n'
+        )
+    project = make_project(tmp_path / "h", files)
+    assert ratchet(project, "init", "--from", "harbor", "tasks").returncode == 0
+    script = [tool_call("finish", rationale="nothing to change")]
+    with FakeLLM(script) as meta:
+        spec = project / "ratchet.toml"
+        text = spec.read_text().replace('runner = "harbor"', 'runner = "local"')  # harbor on PATH
+        spec.write_text(text + f'base_url = "{meta.base_url}"\n'
+                        'api_key_env = "META_KEY"\nretries = 0\n[run]\nmax_experiments = 1\n')  # fmt: skip
+        git(project, "add", "-A")
+        git(project, "commit", "-q", "-m", "imported")
+        result = ratchet(project, "run", env={"META_KEY": "sk-meta-0123456789"})
+    assert result.returncode == 0, result.stderr
+    baseline = experiments(project)[0]
+    assert baseline["decision"] == "keep" and baseline["value"] == 1.0, baseline["why"]
+    assert "3 trials of 3 search tasks" in baseline["why"]
+    assert meta.requests and meta.requests[0]["model"] == "gpt-5-mini"
+
+
 def test_harbor_import_without_tasks_is_one_line(tmp_path: Path) -> None:
     project = make_project(tmp_path / "h", {"agent.py": "x = 1\n"})
     result = ratchet(project, "init", "--from", "harbor")

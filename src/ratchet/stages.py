@@ -166,17 +166,32 @@ class ExperimentStages:
         incumbent: ExperimentRecord,
         parent: str,
     ) -> ExperimentRecord:
+        from ratchet.suite.judge import SuiteJudge, drop_traces
+
+        harness = isinstance(self.judge, SuiteJudge)
         try:
+            if harness:
+                drop_traces(slot.path)  # one a killed ratchet left behind
             workspace.reset_slot(slot, parent)
-        except GitError:
+        except (GitError, OSError):
             slot = self._repair(slot, parent)  # the last candidate broke it
         brief_path = self.state / f"brief-{slot.index}.json"
-        write_brief(brief_path, self._brief(experiment, incumbent), self.redact)
+        # harness mode: the incumbent's search failures, and its traces in the worktree
+        suite = (
+            self.judge.brief_section(incumbent.id, slot.path)
+            if isinstance(self.judge, SuiteJudge)
+            else None
+        )
+        write_brief(brief_path, self._brief(experiment, incumbent, suite), self.redact)
         budget = self.spec.proposer.budget
         self.observe(StageStarted(experiment, "proposing", budget, time.time(), slot.index))
         try:
             with self.scheduler.waiting():  # other slots decide while this one proposes
-                proposal = proposer.propose(slot.path, brief_path)
+                try:
+                    proposal = proposer.propose(slot.path, brief_path)
+                finally:
+                    if harness:  # never part of the change
+                        drop_traces(slot.path)
             change = workspace.collect_change(slot, parent, self.spec.scope)
         except ProposalError as error:
             return self._decide(
@@ -326,7 +341,9 @@ class ExperimentStages:
         """Wall time: this session's, plus the time earlier ones spent in experiments."""
         return self.earlier_elapsed + (time.monotonic() - self.session_start)
 
-    def _brief(self, experiment: int, incumbent: ExperimentRecord) -> str:
+    def _brief(
+        self, experiment: int, incumbent: ExperimentRecord, suite: dict[str, Any] | None = None
+    ) -> str:
         limits, counts = self.limits, self.counts
         elapsed = self._elapsed()
         budget_left: dict[str, float | int | None] = {
@@ -347,6 +364,7 @@ class ExperimentStages:
             totals,
             {"sd": self.judge.noise.estimate.sd, "df": self.judge.noise.estimate.df},
             list(self.measuring.values()),
+            suite,
         )
 
 

@@ -31,7 +31,7 @@ import signal
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from typing import Any
 
 from ratchet.environment import child_environment
 from ratchet.errors import UsageError
+from ratchet.suite.runners import RunnerContext, TrialRunner, register_runner
 from ratchet.suite.traces import SEARCH, write_trial_record
 from ratchet.suite.trials import TRAJECTORY, VERIFIER_LOG, TrialResult, TrialStatus, TrialUsage
 
@@ -137,6 +138,8 @@ def run_harbor(
     metric: str = "reward",
     executable: str = "harbor",
     cli: HarborCLI | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> HarborJob:
     """Run `task_names` (the search split) of `tasks_dir` through Harbor, `attempts`
     trials each, and return every trial: those Harbor never finished are `timeout`
@@ -157,7 +160,7 @@ def run_harbor(
             tasks, include = staged, []
         command = harbor_command(cli, tasks, agent, jobs_dir, job_name, concurrency, attempts,
                                  include)  # fmt: skip
-        returncode = _run(command, log, timeout_s, child_environment(env))
+        returncode = _run(command, log, timeout_s, child_environment(env, extra_env), started)
     job_dir = jobs_dir / job_name if cli.job_name else jobs_dir
     found = read_job(job_dir, metric)
     if returncode is None:
@@ -182,11 +185,19 @@ def run_harbor(
     return HarborJob(trials, returncode, log)
 
 
-def _run(command: list[str], log: Path, timeout_s: float, env: dict[str, str]) -> int | None:
+def _run(
+    command: list[str],
+    log: Path,
+    timeout_s: float,
+    env: dict[str, str],
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> int | None:
     """Harbor's exit code, or None when it was killed (its whole group) at the timeout."""
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
+        if started is not None:  # so that a stop of the run can end the whole group
+            started(process)
         try:
             return process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -316,6 +327,19 @@ def _keep(found: _Found, task: str, attempt: int, folder: Path) -> TrialResult:
                        trial.duration_s, trial.usage, trial.error, trial.verifier_tail,
                        trace)  # fmt: skip
 
+
+def _harbor_runner(context: RunnerContext) -> TrialRunner:
+    """`runner = "harbor"` (make_runner imports this module for it)."""
+    from ratchet.suite.harbor_runner import HarborRunner
+
+    suite = context.spec.suite
+    assert suite is not None
+    tasks = Path(suite.tasks)
+    tasks_dir = tasks if tasks.is_absolute() else context.project / tasks
+    return HarborRunner(suite, tasks_dir, context.scratch)
+
+
+register_runner("harbor", _harbor_runner)
 
 __all__ = [
     "HarborCLI",

@@ -15,13 +15,17 @@ lie where no proposer's sandbox, brief or tool reaches (see store.py).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pygit2
 
 from ratchet import workspace
+from ratchet.brief import suite_section
 from ratchet.errors import UsageError
 from ratchet.executors import Executor
 from ratchet.integrity import compare_digests, digest_protected
@@ -35,11 +39,28 @@ from ratchet.suite import paired
 from ratchet.suite.runners import RunnerContext, TrialRequest, TrialRunner, make_runner
 from ratchet.suite.store import TrialRow, TrialStore, trial_folder
 from ratchet.suite.tasks import Split, Task, check_sealed, load_suite
+from ratchet.suite.traces import SealedTrial, materialize_traces, open_trial
 from ratchet.suite.trials import TrialResult, TrialStatus, TrialUsage
 from ratchet.workspace import Slot
 
 MAX_LOOKS = 3  # rounds of trials one candidate may take (see paired.py)
 SCRATCH = "work"  # under .ratchet/: trials' workspaces while they run
+# In the proposer's worktree while it proposes, so that every proposer sandbox (process,
+# bwrap, docker) can read it at a path the brief names; removed before the change is
+# collected, so it is never part of a proposal. Only search trials are copied there.
+TRACES_DIR = ".ratchet-traces"
+
+
+def drop_traces(worktree: Path) -> None:
+    """Remove the read-only traces folder a proposal was given, if there is one."""
+    dest = worktree / TRACES_DIR
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.is_dir():
+        for path in [dest, *dest.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o700)
+        shutil.rmtree(dest)
 
 
 def harness_size(repo: pygit2.Repository, tree: str, editable: list[str]) -> tuple[int, int]:
@@ -109,6 +130,22 @@ class SuiteJudge(Judge):
     def interrupt(self) -> None:
         self.runner.interrupt()
 
+    def brief_section(self, incumbent: int, worktree: Path) -> dict[str, Any]:
+        """The brief's harness-mode part: the incumbent's failures on the search split,
+        and its search trials as a read-only `traces/` folder in the proposer's worktree
+        (what `list_trials` and `read_trace` read). Holdout trials are never looked up."""
+        trials: list[tuple[TrialResult, Path]] = []
+        for row in self.store.latest(incumbent, Split.SEARCH).values():
+            with contextlib.suppress(SealedTrial):  # a folder gone or unmarked: left out
+                trials.append((open_trial(row.folder), row.folder))
+        dest = worktree / TRACES_DIR
+        try:
+            drop_traces(worktree)
+            materialize_traces(trials, dest)
+        except OSError:  # the brief still carries the failures; the tools get no folder
+            return suite_section(trials, None)
+        return suite_section(trials, dest)
+
     def measure(self, experiment: int, slot: Slot, tree: str, key: str | None = None,
                 k: int | None = None, status: str | None = None) -> Measurement:  # fmt: skip
         raise UsageError(
@@ -147,6 +184,9 @@ class SuiteJudge(Judge):
         if not requests:
             return []
         self.on_measure(judged, slot.index)
+        spend_left = getattr(self.runner, "spend_left", None)
+        if spend_left is not None:  # the metered task agents' cap: what max_cost_usd leaves
+            spend_left(self._cost_left())
         with self.waiting():  # other slots decide while these trials run
             results = self.runner.run_trials(requests, slot.path)
         folders = {(r.task.name, r.attempt): r.folder for r in requests}
@@ -155,6 +195,15 @@ class SuiteJudge(Judge):
         total = sum(t.usage.cost_usd for t in results)
         self.store.charge(judged, TrialUsage(cost_usd=total))
         return results
+
+    def _cost_left(self) -> float | None:
+        cap = self.spec.run.max_cost_usd
+        if cap is None:
+            return None
+        row = self.journal.db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM experiments WHERE run = ?", (self.run,)
+        ).fetchone()
+        return max(0.0, cap - float(row[0]))
 
     def _summary(
         self, results: Sequence[TrialResult | TrialRow], label: str

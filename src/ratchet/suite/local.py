@@ -14,6 +14,9 @@ Where the verifier finds Harbor's paths:
   `/tests` or `/logs` literally and neither variable cannot run there: its trial is an
   `error` that says so.
 
+The agent's model calls go through a `Meter` (metering.py's proxy, when the agent may
+have an OpenAI key), which replaces its base URL and key for the trial.
+
 Docker is not a layer for trials here: run a suite in containers with `runner = "harbor"`.
 """
 
@@ -31,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ratchet.environment import Redactor, child_environment
@@ -85,6 +88,11 @@ class AgentSession:
 
     env: dict[str, str] = field(default_factory=dict)
     usage: Callable[[], TrialUsage | None] = lambda: None
+    # why the agent's own report of its usage disagrees with the metered one ("": it agrees)
+    check: Callable[[TrialUsage], str] = lambda reported: ""
+    # the agent's command line behind what the meter needs (the proxy's bridge, say)
+    wrap: Callable[[str], str] = lambda command: command
+    binds: list[tuple[bool, Path, Path]] = field(default_factory=list)  # into its bwrap
 
 
 # THE SEAM for the metering proxy: called once per trial with the trial's folder (where a
@@ -97,11 +105,17 @@ def no_meter(folder: Path, env: Mapping[str, str]) -> Iterator[AgentSession]:
     yield AgentSession()
 
 
+def model_env(model: str | None) -> dict[str, str]:
+    """The pairing's task model for the agent: `RATCHET_TASK_MODEL` (what the example agent
+    reads), and `RATCHET_MODEL`, its older name."""
+    return {"RATCHET_TASK_MODEL": model, "RATCHET_MODEL": model} if model else {}
+
+
 def reported_usage(result: Mapping[str, object]) -> TrialUsage:
     """The usage the agent reported about itself in what `run` returned:
     `{"usage": {"input_tokens", "output_tokens", "cost_usd", "calls"}}` (OpenAI's
-    `prompt_tokens` and `completion_tokens` are read too). Unchecked: the metering proxy,
-    once plugged in through `Meter`, replaces it."""
+    `prompt_tokens` and `completion_tokens` are read too). The trial's usage only when no
+    meter saw the calls; with the metering proxy it is checked against the metered one."""
     usage = result.get("usage")
     if not isinstance(usage, dict):
         return TrialUsage()
@@ -229,6 +243,12 @@ class LocalRunner:
         self.lock = threading.Lock()
         self.pidfiles: set[Path] = set()
 
+    def spend_left(self, left_usd: float | None) -> None:
+        """What is left of `max_cost_usd` before the next batch: the metered trials' cap."""
+        start = getattr(self.meter, "start_batch", None)
+        if start is not None:
+            start(left_usd)
+
     def run_trials(self, requests: Sequence[TrialRequest], tree: Path) -> list[TrialResult]:
         if not requests:
             return []
@@ -319,33 +339,45 @@ class LocalRunner:
         env = {**self.agent_env, "PYTHONDONTWRITEBYTECODE": "1",
                "RATCHET_TRAJECTORY": str(agent_dir.resolve() / TRAJECTORY),
                "RATCHET_TASK": task.name, "RATCHET_ATTEMPT": str(request.attempt),
-               **({"RATCHET_MODEL": self.suite.model} if self.suite.model else {})}  # fmt: skip
+               **model_env(self.suite.model)}  # fmt: skip
         with self.meter(request.folder, env) as session:
-            agent = self._execute(command, workspace, {**env, **session.env}, task.agent_timeout,
-                                  root / "agent.pid", [(True, tree, tree)])  # fmt: skip
+            agent = self._execute(session.wrap(command), workspace, {**env, **session.env},
+                                  task.agent_timeout, root / "agent.pid",
+                                  [(True, tree, tree), *session.binds])  # fmt: skip
             metered = session.usage()
+            mismatch = session.check(reported_usage(reported := self._reported(agent_dir)))
         write_private(request.folder / AGENT_LOG, self.redact(agent.output))
         # the agent's own folder leaves the workspace before the verifier sees it
-        reported: dict[str, object] = {}
-        result_file = agent_dir / AGENT_RESULT
-        with contextlib.suppress(OSError, ValueError):
-            if result_file.is_file() and not result_file.is_symlink():
-                loaded = json.loads(result_file.read_text(encoding="utf-8")[:1_000_000])
-                reported = loaded if isinstance(loaded, dict) else {}
         trajectory = agent_dir / TRAJECTORY
         if trajectory.is_file() and not trajectory.is_symlink():
             shutil.copyfile(trajectory, request.folder / TRAJECTORY)
         shutil.rmtree(agent_dir, ignore_errors=True)
         usage = metered if metered is not None else reported_usage(reported)
+        # the metered usage counts; an agent that misreports its own is noted, if it reported
+        mismatch = mismatch if metered is not None and "usage" in reported else ""
         if self.stopped.is_set():
-            return self._result(request, TrialStatus.ERROR, duration=agent.duration, usage=usage,
-                                error="interrupted: the run stopped")  # fmt: skip
-        if agent.timed_out:
+            trial = self._result(request, TrialStatus.ERROR, duration=agent.duration, usage=usage,
+                                 error="interrupted: the run stopped")  # fmt: skip
+        elif agent.timed_out:
             why = (f"the agent ran past the task's {task.agent_timeout:g}s limit "
                    "(task.toml [agent] timeout_sec) and was killed")  # fmt: skip
-            return self._result(request, TrialStatus.TIMEOUT, duration=agent.duration,
-                                usage=usage, error=why)  # fmt: skip
-        return self._verify(request, root, workspace, agent, usage, bwrap)
+            trial = self._result(request, TrialStatus.TIMEOUT, duration=agent.duration,
+                                 usage=usage, error=why)  # fmt: skip
+        else:
+            trial = self._verify(request, root, workspace, agent, usage, bwrap)
+        if mismatch:
+            trial = replace(trial, error="; ".join(e for e in (trial.error, mismatch) if e))
+        return trial
+
+    @staticmethod
+    def _reported(agent_dir: Path) -> dict[str, object]:
+        """What the agent's `run` returned, when it returned a JSON object."""
+        result_file = agent_dir / AGENT_RESULT
+        with contextlib.suppress(OSError, ValueError):
+            if result_file.is_file() and not result_file.is_symlink():
+                loaded = json.loads(result_file.read_text(encoding="utf-8")[:1_000_000])
+                return loaded if isinstance(loaded, dict) else {}
+        return {}
 
     def _verify(
         self,
@@ -390,8 +422,16 @@ class LocalRunner:
 
 
 def _local_runner(context: RunnerContext) -> LocalRunner:
-    assert context.spec.suite is not None
-    return LocalRunner(context.spec.suite, context.sandbox, context.scratch)
+    from ratchet.suite.metering import ProxyMeter, wants_meter
+
+    suite = context.spec.suite
+    assert suite is not None
+    meter: Meter = no_meter
+    if wants_meter(suite.env, child_environment(allow=suite.env)):
+        # without network under bwrap, the proxy's Unix socket is the agent's only way out
+        bridge = isinstance(context.sandbox, BwrapSandbox) and not context.sandbox.network
+        meter = ProxyMeter(context.spec.proposer.prices, sys.executable, bridge)
+    return LocalRunner(suite, context.sandbox, context.scratch, meter)
 
 
 register_runner("local", _local_runner)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ratchet.journal import Journal
+from ratchet.suite.traces import write_trial_record
 from ratchet.suite.trials import Split, TrialResult, TrialStatus, TrialUsage
 
 TRIALS_DIR = "trials"  # search trials: traces the meta-agent may read
@@ -85,6 +86,11 @@ class TrialStore:
         split: Split,
         trials: Iterable[tuple[TrialResult, Path]],
     ) -> None:
+        """The trials' rows, and each folder's `trial.json` marked with its split, whatever
+        the runner wrote there: the traces reader shows only folders marked search."""
+        trials = list(trials)
+        for trial, folder in trials:
+            write_trial_record(folder, trial, split.value)
         rows = [
             (run, experiment, judged, t.task, t.attempt, split.value, t.status.value, t.reward,
              t.duration_s, t.usage.input_tokens, t.usage.output_tokens, t.usage.cost_usd,
