@@ -99,6 +99,9 @@ class EndpointForwarder:
         self.hosts_path = folder / HOSTS_NAME
         self.hosts_path.write_text(endpoint.hosts_file())
         target = (endpoint.host, endpoint.port)
+        self.open: set[socket.socket] = set()  # closed at the end: a stalled endpoint
+        lock = threading.Lock()  # would otherwise keep a relay waiting after the CLI is gone
+        live = self.open
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
@@ -107,7 +110,13 @@ class EndpointForwarder:
                 except OSError:
                     return  # the CLI sees its connection closed and reports it
                 upstream.settimeout(None)
+                with lock:
+                    live.update((self.request, upstream))
                 relay(self.request, upstream)
+                with lock:
+                    live.difference_update((self.request, upstream))
+
+        self.lock = lock
 
         self.server = _UnixServer(str(self.socket_path), Handler)
         self.socket_path.chmod(0o666)  # the sandbox's user is `nobody`
@@ -121,6 +130,10 @@ class EndpointForwarder:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
+        with self.lock:
+            for connection in self.open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)  # wakes the relay's threads
 
 
 def bridge_command(python: str, unix_socket: Path, command: str, port: int) -> str:
