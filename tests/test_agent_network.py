@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import layer_or_skip
+from conftest import experiments, layer_or_skip, make_project, ratchet
 from ratchet.errors import UsageError
 from ratchet.proposers.agent_network import endpoint_only
 from ratchet.sandbox import ProcessSandbox
@@ -137,3 +137,31 @@ def test_aider_without_a_base_url_keeps_the_shared_network() -> None:
     sandbox = BwrapSandbox([], network=True)
     with endpoint_only(sandbox, spec) as (same, _, _, said):
         assert same is sandbox and said == "the host's network"
+
+
+BAD_ENDPOINT_SPEC = """
+[scope]
+editable = ["value.py"]
+[metric]
+command = "{python} -c 'print(\\"score: 1\\")'"
+name = "score"
+[run]
+max_experiments = 1
+[proposer]
+kind = "claude-code"
+executable = "/bin/true"
+base_url = "ftp://models.example"
+"""
+
+
+def test_a_base_url_no_forwarder_can_reach_stops_the_run_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    project = make_project(tmp_path / "p", {"value.py": "X = 1\n"},
+                           BAD_ENDPOINT_SPEC.format(python=sys.executable))  # fmt: skip
+    result = ratchet(project, "run")
+    assert result.returncode == 2, result.stderr
+    assert "[proposer] base_url: 'ftp://models.example' is not an http:// or https:// URL" in (
+        result.stderr
+    )
+    assert experiments(project) == []

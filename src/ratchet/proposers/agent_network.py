@@ -33,6 +33,12 @@ def endpoint_of(spec: ProposerSpec) -> str | None:
     return spec.base_url or DEFAULT_ENDPOINTS.get(spec.kind)
 
 
+def check_endpoint(spec: ProposerSpec) -> None:
+    """A `base_url` the forwarder could not reach is a usage error before the run starts."""
+    if spec.base_url is not None:
+        Endpoint.of(spec.base_url)
+
+
 def _unconfined(sandbox: Sandbox, spec: ProposerSpec) -> str:
     if sandbox.name == "process":
         return "the host's network (the process layer limits nothing)"

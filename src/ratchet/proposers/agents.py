@@ -8,7 +8,8 @@ events, aider with a message file, auto-confirm and no commits. Its stdout goes 
 file beside the change, read (without following a link, up to 32 MiB) and removed before
 the change is collected; the prompt file aider reads is written without writing through
 a link. Rationale, tokens and cost come from what each CLI reports (`agent_reports`);
-whatever it edited is the proposal, and the engine checks its scope afterwards.
+whatever it edited is the proposal, and the engine checks its scope afterwards. Under
+bwrap its network is its endpoint only (`agent_network`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from ratchet.brief import fit_brief
 from ratchet.errors import UsageError
 from ratchet.measure import format_seconds
-from ratchet.proposers.agent_network import endpoint_only
+from ratchet.proposers.agent_network import check_endpoint, endpoint_only
 from ratchet.proposers.agent_reports import (
     Reply,
     Unreadable,
@@ -69,6 +70,7 @@ class AgentCLIProposer:
         self.sandbox, self.grace = context.sandbox, context.spec.metric.grace
         self.state_dir = context.state_dir
         self.program = self._find_program(context.project)
+        check_endpoint(self.spec)
 
     def _find_program(self, project: Path) -> str:
         name, label = PROGRAMS[self.kind]
