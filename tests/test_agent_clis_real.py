@@ -278,6 +278,20 @@ def test_codex_keeps_the_patch_its_apply_patch_made(agent_run: Any) -> None:
     run.check_nothing_written_outside(project)
 
 
+def test_aider_under_bwrap_keeps_its_edit_with_only_its_endpoint_in_reach(
+    agent_run: Any,
+) -> None:
+    """aider (Python, litellm, the openai SDK) through the forwarder of
+    tests/test_agent_network.py: no network of its own, the server's port relayed."""
+    layer_or_skip("bwrap")
+    run = agent_run("aider", aider_script())
+    project, [row] = run(sandbox="bwrap", extra="args = ['--map-tokens', '0']")
+    check_kept(project, row)
+    port = run.server.server.server_address[1]
+    assert json.loads(row["meta"])["network"] == f"only 127.0.0.1:{port}"
+    run.check_nothing_written_outside(project)
+
+
 def test_aider_keeps_the_edit_it_applied_after_an_authentication_failure(
     agent_run: Any,
 ) -> None:

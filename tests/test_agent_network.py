@@ -90,6 +90,9 @@ def test_only_the_endpoint_is_reachable_from_the_sandbox(tmp_path: Path, endpoin
                                        str(other.getsockname()[1])]))  # fmt: skip
             env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
             result = sandbox.run(command, tmp_path, env, budget=30, grace=1)
+            assert sandbox.hosts is not None
+            folder = sandbox.hosts.parent  # the socket and the hosts file
+        assert not folder.exists()  # gone with the proposal
         assert result.returncode == 0, result.output
         assert f"endpoint: pong /ping host=localhost:{endpoint}" in result.output
         assert "hosts: 127.0.0.1 localhost" in result.output
