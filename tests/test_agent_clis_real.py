@@ -258,6 +258,10 @@ def test_claude_code_keeps_the_edit_its_edit_tool_made(agent_run: Any, sandbox: 
     # its own report: 3 turns at claude-sonnet-4-5's $3 / $15 per million tokens
     assert row["cost_tokens"] == 3 * (TOKENS_IN + TOKENS_OUT)
     assert row["cost_usd"] == pytest.approx(3 * (TOKENS_IN * 3 + TOKENS_OUT * 15) / 1e6)
+    # under bwrap it had no network but a forwarder to the server (tests/test_agent_network.py)
+    port = run.server.server.server_address[1]
+    network = f"only 127.0.0.1:{port}" if sandbox == "bwrap" else "the host's network"
+    assert json.loads(row["meta"])["network"].startswith(network)
     run.check_nothing_written_outside(project)
 
 
@@ -271,6 +275,20 @@ def test_codex_keeps_the_patch_its_apply_patch_made(agent_run: Any) -> None:
     assert row["cost_tokens"] == 3 * (TOKENS_IN + TOKENS_OUT)  # from its turn.completed
     assert row["cost_usd"] == pytest.approx(3 * (TOKENS_IN * 1.25 + TOKENS_OUT * 10) / 1e6)
     assert json.loads(row["meta"])["session"]  # its thread id
+    run.check_nothing_written_outside(project)
+
+
+def test_aider_under_bwrap_keeps_its_edit_with_only_its_endpoint_in_reach(
+    agent_run: Any,
+) -> None:
+    """aider (Python, litellm, the openai SDK) through the forwarder of
+    tests/test_agent_network.py: no network of its own, the server's port relayed."""
+    layer_or_skip("bwrap")
+    run = agent_run("aider", aider_script())
+    project, [row] = run(sandbox="bwrap", extra="args = ['--map-tokens', '0']")
+    check_kept(project, row)
+    port = run.server.server.server_address[1]
+    assert json.loads(row["meta"])["network"] == f"only 127.0.0.1:{port}"
     run.check_nothing_written_outside(project)
 
 
@@ -385,8 +403,8 @@ PROBE = (
 @pytest.mark.parametrize("sandbox", ["process", "bwrap"])
 def test_codex_runs_its_own_sandbox(agent_run: Any, sandbox: str) -> None:
     """codex runs each command of its own in its sandbox (bubblewrap and seccomp on
-    Linux): no network, writes only in the worktree. Inside ratchet's bwrap layer, which
-    shares the network with an agent CLI, it still does: a nested user namespace."""
+    Linux): no network, writes only in the worktree. Inside ratchet's bwrap layer, whose
+    only way out is the forwarder to the endpoint, it still does: a nested user namespace."""
     if sandbox == "bwrap":
         layer_or_skip("bwrap")
     holder: list[int] = []
@@ -403,7 +421,7 @@ def test_codex_runs_its_own_sandbox(agent_run: Any, sandbox: str) -> None:
     holder.append(run.server.server.server_address[1])
     project, [row] = run(sandbox=sandbox, extra=CODEX_PRICES)
     check_kept(project, row)
-    # the network ratchet's bwrap shares with the CLI is closed to codex's commands
+    # the endpoint the CLI itself reaches is closed to codex's commands
     assert "net:blocked" in said[0] and "net:open" not in said[0], said[0]
     assert "write:refused" in said[0] and "X = 5" in said[0], said[0]
     assert not (project / ".ratchet" / "slots" / "outside").exists()

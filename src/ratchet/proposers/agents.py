@@ -8,7 +8,8 @@ events, aider with a message file, auto-confirm and no commits. Its stdout goes 
 file beside the change, read (without following a link, up to 32 MiB) and removed before
 the change is collected; the prompt file aider reads is written without writing through
 a link. Rationale, tokens and cost come from what each CLI reports (`agent_reports`);
-whatever it edited is the proposal, and the engine checks its scope afterwards.
+whatever it edited is the proposal, and the engine checks its scope afterwards. Under
+bwrap its network is its endpoint only (`agent_network`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ratchet.brief import fit_brief
 from ratchet.errors import UsageError
 from ratchet.measure import format_seconds
+from ratchet.proposers.agent_network import check_endpoint, endpoint_only
 from ratchet.proposers.agent_reports import (
     Reply,
     Unreadable,
@@ -41,8 +44,8 @@ from ratchet.proposers.agent_setup import (
 )
 from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
 from ratchet.safeio import Refused, read_capped, remove_entry, write_file
-from ratchet.sandbox import pidfile_for
-from ratchet.spec import matches
+from ratchet.sandbox import Sandbox, pidfile_for
+from ratchet.spec import ProposerSpec, matches
 
 OUTPUT_FILE = ".ratchet-agent-output"  # the CLI's stdout, whole (the sandbox caps output)
 MAX_DIRECTIVE = 30_000  # characters; the prompt travels on one command line (128 KiB)
@@ -67,6 +70,7 @@ class AgentCLIProposer:
         self.sandbox, self.grace = context.sandbox, context.spec.metric.grace
         self.state_dir = context.state_dir
         self.program = self._find_program(context.project)
+        check_endpoint(self.spec)
 
     def _find_program(self, project: Path) -> str:
         name, label = PROGRAMS[self.kind]
@@ -93,22 +97,31 @@ class AgentCLIProposer:
             remove_home(home)
 
     def _run(self, worktree: Path, brief_path: Path, prompt: str, home: Path) -> Proposal:
+        with endpoint_only(self.sandbox, self.spec) as (sandbox, spec, wrap, network):
+            proposal = self._run_in(sandbox, spec, wrap, worktree, brief_path, prompt, home)
+        proposal.meta["network"] = network
+        return proposal
+
+    def _run_in(
+        self, sandbox: Sandbox, spec: ProposerSpec, wrap: Callable[[str], str], worktree: Path,
+        brief_path: Path, prompt: str, home: Path,
+    ) -> Proposal:  # fmt: skip
         editable = [f for f in self.files if matches(f, self.scope.editable)]
         context = [f for f in self.files
                    if matches(f, self.scope.context) and not matches(f, self.scope.editable)]  # fmt: skip
-        argv = agent_argv(self.spec, self.program, worktree, prompt, editable, context, home)
-        command = setup_command(self.spec, argv, home) + f" >{OUTPUT_FILE}"
+        argv = agent_argv(spec, self.program, worktree, prompt, editable, context, home)
+        command = setup_command(spec, argv, home) + f" >{OUTPUT_FILE}"
         if self.kind == "codex":
             command += " </dev/null"  # it waits for stdin otherwise
-        env = agent_environment(self.spec, home, os.environ, {"RATCHET_BRIEF": str(brief_path)})
+        env = agent_environment(spec, home, os.environ, {"RATCHET_BRIEF": str(brief_path)})
         start = time.monotonic()
         program = PROGRAMS[self.kind][0]
         try:
             remove_entry(worktree / OUTPUT_FILE)  # the shell's `>` would write through a link
             if self.kind == "aider":
                 write_file(worktree, PROMPT_FILE, prompt.encode())
-            result = self.sandbox.run(
-                command, worktree, env, self.spec.budget, self.grace, pidfile_for(worktree)
+            result = sandbox.run(
+                wrap(command), worktree, env, self.spec.budget, self.grace, pidfile_for(worktree)
             )
             stdout = self._output(worktree)
         except Refused as why:

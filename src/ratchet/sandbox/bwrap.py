@@ -12,6 +12,7 @@ every process of a PID namespace whose init dies.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import glob as pyglob
 import os
@@ -126,6 +127,16 @@ class BwrapSandbox:
         self.network = network
         self.expose = [Path(os.path.abspath(p)) for p in expose]
         self.executable = executable or shutil.which("bwrap") or "bwrap"
+        self.hosts: Path | None = None  # shown as /etc/hosts instead of the host's
+
+    def confined(self, expose: Sequence[Path], hosts: Path) -> BwrapSandbox:
+        """This sandbox without network, showing `expose` too and `hosts` as /etc/hosts:
+        for a command whose one way out is a socket in `expose` (`sandbox.forward`)."""
+        box = copy.copy(self)
+        box.network = False
+        box.expose = [*self.expose, *(Path(os.path.abspath(p)) for p in expose)]
+        box.hosts = hosts
+        return box
 
     def options(self, cwd: Path, env: Mapping[str, str]) -> tuple[list[str], list[str]]:
         """bwrap's options up to the worktree bind, and the read-only binds inside it.
@@ -139,7 +150,7 @@ class BwrapSandbox:
         worktree's protected paths and `.git` read-only again.
         """
         cwd = cwd.resolve()
-        head = [*system_root(), "--dev", "/dev"]
+        head = [*system_root(self.hosts), "--dev", "/dev"]
         for device in gpu_devices():
             head += ["--dev-bind", device, device]
         head += ["--proc", "/proc"]

@@ -78,8 +78,9 @@ def inside(path: Path, folder: Path) -> bool:
     return here == top or here.startswith(top.rstrip("/") + "/")
 
 
-def system_root() -> list[str]:
-    """bwrap options for the empty root and the read-only system parts in it."""
+def system_root(hosts: Path | None = None) -> list[str]:
+    """bwrap options for the empty root and the read-only system parts in it; `hosts`,
+    if given, is shown as `/etc/hosts` instead of the host's."""
     args = ["--tmpfs", "/", "--ro-bind", "/usr", "/usr"]
     for name in MERGED_USR:
         path = Path("/", name)
@@ -91,7 +92,9 @@ def system_root() -> list[str]:
         args += ["--ro-bind", "/sys", "/sys"]
     for name in ETC_FILES:
         path = Path("/etc", name)
-        if path.is_symlink():
+        if name == "hosts" and hosts is not None:
+            args += ["--ro-bind", str(hosts), str(path)]
+        elif path.is_symlink():
             target = path.resolve()
             shown = inside(target, Path("/usr")) or str(target).startswith("/proc/")
             if shown:  # keep the link, so a reader of its target (a timezone name) sees it

@@ -20,8 +20,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ratchet.sandbox.forward import BRIDGE
 from ratchet.suite.local import AgentSession
-from ratchet.suite.proxy import BRIDGE, DUMMY_API_KEY, MODEL_CALLS, MeteringProxy, bridge_command
+from ratchet.suite.proxy import DUMMY_API_KEY, MODEL_CALLS, MeteringProxy, bridge_command
 
 KEY = "OPENAI_API_KEY"
 BASE_URL = "OPENAI_BASE_URL"

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ratchet.sandbox.forward import BRIDGE  # the sandbox's end of `unix_socket`
 from ratchet.suite.trials import TrialUsage
 
 MODEL_CALLS = "model_calls.jsonl"  # in the trial's folder, beside trajectory.json
@@ -55,7 +56,6 @@ ROUTES = ("/chat/completions", "/responses")
 FORWARDED = ("content-type", "accept", "user-agent", "openai-beta")
 CAP_STATUS = 402
 MIN_KEY_LENGTH = 6  # a shorter "key" would mask ordinary text
-BRIDGE = Path(__file__).with_name("bridge.py")  # the sandbox's end of `unix_socket`
 
 
 def bridge_command(python: str, unix_socket: Path, command: str) -> str:
