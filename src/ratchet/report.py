@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 REPORTS_DIR = "reports"  # under .ratchet/: one folder per run
 PROGRESS_FILE = "progress.png"
 REPORT_FILE = "report.md"
+TASKS_FILE = "tasks.png"  # harness mode: pass/fail per task across the keeps
 MAX_LABELS = 12  # keeps labelled on the plot (the newest ones): more would not be read
 REFRESH_EVERY = 5.0  # seconds between two redraws of progress.png during a run
 
@@ -176,8 +177,7 @@ def plot_task_results(
     tasks: Mapping[str, Sequence[bool | None]], keeps: Sequence[int], path: Path
 ) -> Path:
     """Harness mode's figure: pass (True), fail (False) or not run (None) per task
-    (rows) across the keeps (columns, by experiment id). The suite's trials are not in
-    the journal yet; `write_report` draws this once they are (`task_results`)."""
+    (rows) across the keeps (columns, by experiment id), from `task_results`."""
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
@@ -195,11 +195,42 @@ def plot_task_results(
     return path
 
 
-def task_results(journal: Journal, run: str) -> Mapping[str, Sequence[bool | None]] | None:
-    """Per-task results across the run's keeps, for a suite's run; None for a metric's
-    run. Harness mode records its trials apart; until it does, no run has them."""
-    del journal, run
-    return None
+def task_results(
+    journal: Journal, run: str
+) -> tuple[dict[str, list[bool | None]], list[int]] | None:
+    """Per-task results on the search split across the run's keeps (the baseline first),
+    and those keeps' ids; None for a run that recorded no trials (a metric's run). A task
+    passed at a keep when every attempt the keep's trials settled passed; a task left
+    without a reward there (errors, timeouts only) is None, as is one not run."""
+    has_trials = journal.db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trials'"
+    ).fetchone()
+    if has_trials is None:
+        return None
+    keeps = [int(r[0]) for r in journal.db.execute(
+        "SELECT id FROM experiments WHERE run = ? AND decision = 'keep' ORDER BY id", (run,))]  # fmt: skip
+    if not keeps:
+        return None
+    marks = ",".join("?" * len(keeps))
+    settled: dict[tuple[int, str], dict[int, bool]] = {}
+    for experiment, task, attempt, status in journal.db.execute(
+        "SELECT experiment, task, attempt, status FROM trials WHERE run = ? AND split = 'search'"
+        f" AND experiment IN ({marks}) ORDER BY id",
+        (run, *keeps),
+    ):
+        if status in ("passed", "failed"):  # a later trial of an attempt replaces an earlier
+            settled.setdefault((int(experiment), str(task)), {})[int(attempt)] = status == "passed"
+    if not settled:
+        return None
+    names = sorted({task for _, task in settled})
+    tasks: dict[str, list[bool | None]] = {}
+    for name in names:
+        row: list[bool | None] = []
+        for keep in keeps:
+            attempts = settled.get((keep, name))
+            row.append(None if not attempts else all(attempts.values()))
+        tasks[name] = row
+    return tasks, keeps
 
 
 # the report ----------------------------------------------------------------------------
@@ -312,8 +343,7 @@ def write_report(root: Path, spec: Spec, run: str | None = None, out: Path | Non
     folder.mkdir(parents=True, exist_ok=True)
     files = [plot_progress(report, folder / PROGRESS_FILE)]
     if tasks is not None:
-        keeps = [k.record.id for k in report.keeps]
-        files.append(plot_task_results(tasks, keeps, folder / "tasks.png"))
+        files.append(plot_task_results(tasks[0], tasks[1], folder / TASKS_FILE))
     if not plot_only:
         target = folder / REPORT_FILE
         target.write_text(render_markdown(report))
