@@ -139,6 +139,7 @@ def experiment(root: Path, experiment_id: int) -> dict[str, Any]:
         if record is None:
             raise NotFound(f"no experiment #{experiment_id}")
         measurements = journal.measurements(experiment_id)
+        trials = _trials(journal, experiment_id)
         review = runview.review_states(journal, record.run).get(record.id)
         baseline = journal.baseline(record.run)
     is_keep = (
@@ -175,7 +176,37 @@ def experiment(root: Path, experiment_id: int) -> dict[str, Any]:
             }
             for m in measurements
         ],
+        "trials": trials,
     }
+
+
+def _trials(journal: Journal, experiment_id: int) -> list[dict[str, Any]]:
+    """Harness mode: the experiment's trials, task by task, with each one's verifier tail
+    (the dashboard is for the people who run ratchet: the holdout is shown, marked)."""
+    from ratchet.safeio import Refused, read_capped
+    from ratchet.suite.trials import VERIFIER_LOG
+
+    if not journal.db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trials'"
+    ).fetchone():
+        return []
+    rows = journal.db.execute(
+        "SELECT task, attempt, split, status, reward, duration, cost_usd, error, folder"
+        " FROM trials WHERE experiment = ? ORDER BY split DESC, task, attempt, id",
+        (experiment_id,),
+    ).fetchall()
+    found = []
+    for task, attempt, split, status, reward, duration, cost, error, folder in rows:
+        try:
+            raw = read_capped(Path(folder), VERIFIER_LOG, 64 * 1024)
+            verifier = raw.decode("utf-8", "replace")
+        except (OSError, Refused):
+            verifier = ""
+        found.append({"task": task, "attempt": attempt, "split": split, "status": status,
+                      "reward": reward, "duration": duration, "cost_usd": cost,
+                      "error": error, "verifier_tail": "\n".join(
+                          verifier.splitlines()[-OUTPUT_TAIL // 10:])})  # fmt: skip
+    return found
 
 
 def keeps(root: Path, name: str) -> dict[str, Any]:
