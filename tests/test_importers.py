@@ -306,6 +306,33 @@ def test_a_harbor_import_runs(tmp_path: Path) -> None:
     assert meta.requests and meta.requests[0]["model"] == "gpt-5-mini"
 
 
+def test_a_tracked_suite_gets_no_holdout_and_says_how_to_seal_one(tmp_path: Path) -> None:
+    """Eight tasks would hold a quarter out, but tracked tasks sit in every proposer's
+    worktree: the import holds none out and says how to get a sealed holdout; the same
+    tasks ignored by git get theirs."""
+    names = [f"t{i}" for i in range(8)]
+    tracked = {"agent.py": "x = 1\n"}
+    for name in names:
+        tracked.update(_harbor_task(name))
+    project = make_project(tmp_path / "tracked", tracked)
+    result = ratchet(project, "init", "--from", "harbor", "tasks")
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads((project / "ratchet.toml").read_text())["suite"]["holdout"] == 0.0
+    assert (
+        "tasks is tracked by git" in result.stdout and "git rm -r --cached tasks" in result.stdout
+    )
+
+    ignored = make_project(tmp_path / "ignored", {"agent.py": "x = 1\n", ".gitignore": "tasks/\n"})
+    for path, text in tracked.items():
+        if path.startswith("tasks/"):
+            (ignored / path).parent.mkdir(parents=True, exist_ok=True)
+            (ignored / path).write_text(text)
+    result = ratchet(ignored, "init", "--from", "harbor", "tasks")
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads((ignored / "ratchet.toml").read_text())["suite"]["holdout"] == 0.25
+    assert "tracked by git" not in result.stdout
+
+
 def test_harbor_import_without_tasks_is_one_line(tmp_path: Path) -> None:
     project = make_project(tmp_path / "h", {"agent.py": "x = 1\n"})
     result = ratchet(project, "init", "--from", "harbor")

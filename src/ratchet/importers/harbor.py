@@ -40,6 +40,16 @@ def _agent(project: Path) -> tuple[str, list[str], str]:
     )
 
 
+def _tracked(project: Path, folder: str) -> bool:
+    """Whether git tracks anything under `folder` (relative to the project)."""
+    from ratchet import workspace
+
+    if folder.startswith("..") or not workspace.resolve(project, "HEAD"):
+        return False
+    prefix = folder.rstrip("/") + "/"
+    return any(f.startswith(prefix) for f in workspace.tracked_files(project))
+
+
 def import_harbor(project: Path, where: Path) -> Imported:
     folder = where if where.is_dir() else where.parent
     tasks = find_tasks(folder)
@@ -53,6 +63,15 @@ def import_harbor(project: Path, where: Path) -> Imported:
              f"runner {runner}" + ("" if runner == "harbor" else ": no harbor command on PATH")]  # fmt: skip
     notes.append("[suite] model: assumed gpt-5-mini for the task agent and the proposer")
     holdout = 0.25 if len(tasks) >= HOLDOUT_FROM else 0.0
+    where_tasks = relative(project, folder)
+    if holdout and _tracked(project, where_tasks):
+        # a tracked task is in every proposer's worktree: no holdout could stay sealed
+        holdout = 0.0
+        notes.append(
+            f"{where_tasks} is tracked by git, so no task can be held out sealed: holdout = 0. "
+            f"For a sealed holdout, untrack and ignore it (git rm -r --cached {where_tasks} "
+            f"&& echo {where_tasks}/ >> .gitignore) and set [suite] holdout = 0.25"
+        )
     text = f"""\
 # ratchet.toml, imported from a folder of Harbor tasks (ratchet init --from harbor).
 # Harness mode: the suite's mean reward is the metric. See docs/importers.md.
