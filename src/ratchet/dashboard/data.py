@@ -15,6 +15,7 @@ from ratchet.journal import ExperimentRecord, Journal, RunRecord
 from ratchet.runview import reading
 
 OUTPUT_TAIL = 200  # lines of a measurement's output shown
+TRAJECTORY_TAIL = 20_000  # characters of a trial's trajectory (its end) shown
 
 
 class NotFound(UsageError):
@@ -184,6 +185,7 @@ def _trials(journal: Journal, experiment_id: int) -> list[dict[str, Any]]:
     """Harness mode: the experiment's trials, task by task, with each one's verifier tail
     (the dashboard is for the people who run ratchet: the holdout is shown, marked)."""
     from ratchet.safeio import Refused, read_capped
+    from ratchet.suite.traces import render_messages
     from ratchet.suite.trials import VERIFIER_LOG
 
     if not journal.db.execute(
@@ -202,10 +204,12 @@ def _trials(journal: Journal, experiment_id: int) -> list[dict[str, Any]]:
             verifier = raw.decode("utf-8", "replace")
         except (OSError, Refused):
             verifier = ""
+        messages = render_messages(Path(folder))
         found.append({"task": task, "attempt": attempt, "split": split, "status": status,
                       "reward": reward, "duration": duration, "cost_usd": cost,
                       "error": error, "verifier_tail": "\n".join(
-                          verifier.splitlines()[-OUTPUT_TAIL // 10:])})  # fmt: skip
+                          verifier.splitlines()[-OUTPUT_TAIL // 10:]),
+                      "trajectory": messages[-TRAJECTORY_TAIL:]})  # fmt: skip
     return found
 
 
