@@ -351,3 +351,43 @@ def test_init_never_guesses_an_evaluator_test_or_data_file(tmp_path: Path) -> No
     assert "; not data_loader.py, evaluator.py, test_program.py" in result.stdout
     spec = Spec.model_validate(tomllib.loads((project / "ratchet.toml").read_text()))
     assert spec.scope.editable == ["initial_program.py"]
+
+
+def test_init_on_a_terminal_asks_which_file_when_the_guess_is_ambiguous(tmp_path: Path) -> None:
+    """On a terminal, two candidates are a question, not an assumption: the answer typed
+    at the prompt is the editable file."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    project = make_project(tmp_path / "ask", {"model.py": "a = 1\n", "solver.py": "b = 2\n"})
+    main, child = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "200"}
+    process = subprocess.Popen([sys.executable, "-m", "ratchet", "init"], cwd=project,
+                               stdin=child, stdout=child, stderr=child, env=env)  # fmt: skip
+    os.close(child)
+    seen, answered = b"", False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if not answered and b"Which file may proposals change?" in seen:
+            os.write(main, b"solver.py\n")
+            answered = True
+        if process.poll() is not None and not ready:
+            break
+    os.close(main)
+    assert process.wait(timeout=30) == 0, seen.decode(errors="replace")
+    assert answered, seen.decode(errors="replace")
+    assert b"model.py, solver.py" in seen
+    spec = Spec.model_validate(tomllib.loads((project / "ratchet.toml").read_text()))
+    assert spec.scope.editable == ["solver.py"]
