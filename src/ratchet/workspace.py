@@ -156,12 +156,17 @@ def _remove_untracked(slot: Slot, only_ignored: bool) -> None:
     status = slot.repo.status(untracked_files="all", ignored=True)
     for name, flags in status.items():
         if flags & wanted and not flags & ~_UNTRACKED:
-            target = slot.path / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)
-            _remove_empty_parents(target.parent, slot.path)
+            _remove_leftover(slot.path, name)
+
+
+def _remove_leftover(root: Path, name: str) -> None:
+    """Remove an untracked file or folder (a link as a link) and the folders it leaves empty."""
+    target = root / name
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        target.unlink(missing_ok=True)
+    _remove_empty_parents(target.parent, root)
 
 
 def _remove_empty_parents(folder: Path, root: Path) -> None:
@@ -276,12 +281,7 @@ def _remove_outputs(slot: Slot, outputs: list[str]) -> None:
     status = slot.repo.status(untracked_files="all")
     for name, flags in status.items():
         if flags == FileStatus.WT_NEW and matches(name, outputs):
-            target = slot.path / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)
-            _remove_empty_parents(target.parent, slot.path)
+            _remove_leftover(slot.path, name)
 
 
 def _blob_text(repo: pygit2.Repository, where: pygit2.Tree | pygit2.Index, path: str) -> str | None:
