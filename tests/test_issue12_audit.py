@@ -92,9 +92,12 @@ def test_a_run_held_by_the_api_refuses_the_command_line_in_one_line(
         return ratchet.Proposal("X = 3")
 
     project = ratchet.Project(root)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     with project.run("api-run", proposer=wait_then_step) as run:
         try:
             assert proposing.wait(EVENT_WAIT), "the run never asked for a proposal"
+            # signal handling is the caller's (the CLI's): the engine installed none
+            assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
             for args in (("run",), ("run", "--name", "api-run"), ("noise", "--repeats", "2")):
                 refused = ratchet_cli(root, *args)
                 assert refused.returncode == 2, (args, refused.stderr)
@@ -189,3 +192,9 @@ def test_every_command_is_unwrapped_and_uncoloured_when_not_a_terminal(
     # `run` names what each experiment tried, cut at 120 characters but never wrapped
     tried = [line for line in outputs["run"].splitlines() if line.startswith("#2 keep")]
     assert len(tried) == 1 and LONG.strip()[:100] in tried[0], outputs["run"]
+
+
+def test_the_api_is_typed_for_its_users() -> None:
+    """PEP 561: without `py.typed` a user's type checker skips the installed package
+    ("missing library stubs or py.typed marker") and every API value is Any."""
+    assert Path(ratchet.__file__).with_name("py.typed").is_file()
