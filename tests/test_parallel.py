@@ -295,7 +295,19 @@ parallel = 2
 
 def test_ratchet_noise_measures_in_every_slot_with_its_own_seeds(tmp_path: Path) -> None:
     project = parallel_project(tmp_path, "true")
-    (project / "measure.sh").write_text('sleep 0.3; echo "seed_seen: $RATCHET_SEED"\n')
+    # after the baseline's three, the next two measurements wait for each other (on files,
+    # not on the clock): two of them overlap, whatever the load
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (project / "measure.sh").write_text(
+        f"c=$(ls {marks} | wc -l); touch {marks}/$$\n"
+        'if [ "$c" -ge 3 ]; then n=0\n'
+        f'  until [ "$(ls {marks} | wc -l)" -ge 5 ] || [ $n -ge 600 ]; do\n'
+        "    n=$((n + 1)); sleep 0.05\n"
+        "  done\n"
+        "fi\n"
+        'sleep 0.3; echo "seed_seen: $RATCHET_SEED"\n'
+    )
     git(project, "commit", "-qam", "a slow metric that shows its seed")
     result = ratchet(project, "noise", "--repeats", "9", "--json")
     assert result.returncode == 0, result.stderr
