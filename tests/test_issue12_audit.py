@@ -83,11 +83,15 @@ def test_a_run_held_by_the_api_refuses_the_command_line_in_one_line(
     """The lock is the same across the API and the CLI: a `ratchet run` (another name too)
     while this process runs one gets one line naming the run and this process, exit 2."""
     root = score_project("true", max_experiments=1)
+    # the proposal waits for the eight commands below: a budget a loaded machine cannot reach
+    spec = (root / "ratchet.toml").read_text().replace('budget = "20s"\n', 'budget = "600s"\n')
+    (root / "ratchet.toml").write_text(spec)
+    git(root, "commit", "-qam", "the proposer gets 600s")
     proposing, release = threading.Event(), threading.Event()
 
     def wait_then_step(workdir: Path, brief: dict[str, Any]) -> ratchet.Proposal:
         proposing.set()
-        assert release.wait(EVENT_WAIT)
+        assert release.wait(590)
         (workdir / "value.py").write_text("X = 3\n")
         return ratchet.Proposal("X = 3")
 
