@@ -158,15 +158,28 @@ def test_a_daemon_that_ignores_sigterm(tmp_path: Path, layer: str) -> None:
     """
     layer_or_skip(layer)
     marker = f"3600.{os.getpid()}{len(layer)}"
+    # the command waits until the daemon has exec'd `sleep` (its pid comes through a
+    # pipe), so that it is a daemon, not a child killed with the group, whatever the load
     daemon = (
         "import os, signal, time\n"
+        "r, w = os.pipe()\n"
         "if os.fork() == 0:\n"
         "    os.setsid()\n"
         "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "    if os.fork() == 0:\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
         f"        os.execvp('sleep', ['sleep', '{marker}'])\n"
+        "    os.write(w, f'{pid}\\n'.encode())\n"
         "    os._exit(0)\n"
-        "time.sleep(0.5)\n"
+        "pid = int(os.read(r, 64))\n"
+        "deadline = time.monotonic() + 10\n"
+        "while time.monotonic() < deadline:\n"
+        "    try:\n"
+        "        if open(f'/proc/{pid}/cmdline', 'rb').read().startswith(b'sleep'):\n"
+        "            break\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    time.sleep(0.01)\n"
         "X = 9\n"
     )
     project = project_with(tmp_path, layer, daemon)

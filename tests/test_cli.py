@@ -113,8 +113,9 @@ def test_outside_a_git_repository(tmp_path: Path) -> None:
     assert "not inside a git repository" in result.stderr
 
 
-def _run_in_terminal(project: Path, *args: str) -> str:
-    """Run ratchet with a pseudo-terminal as its stdout, as a person at a terminal would."""
+def _run_in_terminal(project: Path, *args: str, on_screen: tuple[str, Path] | None = None) -> str:
+    """Run ratchet with a pseudo-terminal as its stdout, as a person at a terminal would;
+    with `on_screen` (text, flag), create the flag once the text has been drawn."""
     import os
     import pty
     import subprocess
@@ -136,14 +137,19 @@ def _run_in_terminal(project: Path, *args: str) -> str:
         if not data:
             break
         chunks.append(data)
+        if on_screen and on_screen[0] in b"".join(chunks).decode(errors="replace"):
+            on_screen[1].touch()
     proc.wait(timeout=60)
     os.close(master)
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_a_terminal_gets_the_live_view(score_project: Callable[..., Path]) -> None:
-    project = score_project("sleep 0.6; echo 'X = 2' > value.py", max_experiments=2)
-    screen = _run_in_terminal(project, "run")
+def test_a_terminal_gets_the_live_view(score_project: Callable[..., Path], tmp_path: Path) -> None:
+    # the proposer waits until the view has drawn it proposing (an event, not a sleep)
+    drawn = tmp_path / "drawn"
+    wait = f"n=0; until [ -f {drawn} ] || [ $n -ge 600 ]; do n=$((n + 1)); sleep 0.05; done"
+    project = score_project(f"{wait}; echo 'X = 2' > value.py", max_experiments=2)
+    screen = _run_in_terminal(project, "run", on_screen=("experiment #2 proposing", drawn))
     assert "experiment #2 proposing" in screen  # the current experiment, with its stage
     assert "s budget" in screen  # and its budget bar
     assert "decision" in screen and "why" in screen  # the recent decisions table

@@ -51,6 +51,14 @@ def slot_of_worktree(then_0: str, then_1: str) -> str:
     return f'if [ "$(basename "$PWD")" = 0 ]; then {then_0}; else {then_1}; fi'
 
 
+# waits (in a slot's worktree, which shares the project's refs) until the run branch has
+# moved past main: a keep was made. Ordering by this event, not by a sleep
+AFTER_A_KEEP = (
+    'n=0; until [ "$(git rev-list --count main..ratchet/default)" -ge 1 ]; do '
+    'n=$((n + 1)); [ "$n" -gt 1200 ] && exit 1; sleep 0.05; done'
+)
+
+
 def intervals(project: Path, baseline: bool = False) -> list[tuple[int, float, float]]:
     """(slot, start, end) of every measurement (the baseline's too, with `baseline`)."""
     db = sqlite3.connect(project / ".ratchet" / "journal.db")
@@ -66,7 +74,19 @@ def intervals(project: Path, baseline: bool = False) -> list[tuple[int, float, f
 def test_two_slots_measure_at_once(tmp_path: Path) -> None:
     bump = "python3 -c \"import random; open('value.py','w').write(f'A = {random.random()}\\\\n\\\\nB = 5\\\\n')\""
     project = parallel_project(tmp_path, bump, extra="")
-    (project / "measure.sh").write_text("sleep 0.5\n")
+    # a candidate's first measurement waits (on files, not on the clock) until the other
+    # slot's has begun too: at least one measurement of each slot overlaps, whatever the load
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (project / "measure.sh").write_text(
+        "if ! grep -q '^A = 5$' value.py; then\n"
+        f"  touch {marks}/$$; n=0\n"
+        f'  until [ "$(ls {marks} | wc -l)" -ge 2 ] || [ $n -ge 600 ]; do\n'
+        "    n=$((n + 1)); sleep 0.05\n"
+        "  done\n"
+        "fi\n"
+        "sleep 0.5\n"
+    )
     spec = (project / "ratchet.toml").read_text() + "[run]\nmax_experiments = 6\n"
     (project / "ratchet.toml").write_text(spec)
     git(project, "commit", "-qam", "a slow metric")
@@ -122,7 +142,7 @@ def test_a_stale_keep_is_rebased_onto_the_new_incumbent_and_kept(
     # slot 0 improves A at once; slot 1 improves B, but only after slot 0's keep
     propose = slot_of_worktree(
         "sed -i 's/^A = 5$/A = 2/' value.py",
-        "sleep 3; sed -i 's/^B = 5$/B = 3/' value.py",
+        f"{AFTER_A_KEEP}; sed -i 's/^B = 5$/B = 3/' value.py",
     )
     extra = f'kind = "{executor}"\n[run]\nmax_experiments = 2'
     project = parallel_project(tmp_path, propose, extra=extra)
@@ -148,7 +168,7 @@ def test_a_stale_keep_is_rebased_onto_the_new_incumbent_and_kept(
 def race(tmp_path: Path, later_change: str) -> tuple[Path, dict[int, dict[str, Any]]]:
     """Slot 0 keeps A = 2 at once; slot 1 makes `later_change` after that keep."""
     propose = slot_of_worktree(
-        "sed -i 's/^A = 5$/A = 2/' value.py", f"sleep 1.5; sed -i '{later_change}' value.py"
+        "sed -i 's/^A = 5$/A = 2/' value.py", f"{AFTER_A_KEEP}; sed -i '{later_change}' value.py"
     )
     project = parallel_project(tmp_path, propose, extra="[run]\nmax_experiments = 2")
     result = ratchet(project, "run")
@@ -275,7 +295,19 @@ parallel = 2
 
 def test_ratchet_noise_measures_in_every_slot_with_its_own_seeds(tmp_path: Path) -> None:
     project = parallel_project(tmp_path, "true")
-    (project / "measure.sh").write_text('sleep 0.3; echo "seed_seen: $RATCHET_SEED"\n')
+    # after the baseline's three, the next two measurements wait for each other (on files,
+    # not on the clock): two of them overlap, whatever the load
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (project / "measure.sh").write_text(
+        f"c=$(ls {marks} | wc -l); touch {marks}/$$\n"
+        'if [ "$c" -ge 3 ]; then n=0\n'
+        f'  until [ "$(ls {marks} | wc -l)" -ge 5 ] || [ $n -ge 600 ]; do\n'
+        "    n=$((n + 1)); sleep 0.05\n"
+        "  done\n"
+        "fi\n"
+        'sleep 0.3; echo "seed_seen: $RATCHET_SEED"\n'
+    )
     git(project, "commit", "-qam", "a slow metric that shows its seed")
     result = ratchet(project, "noise", "--repeats", "9", "--json")
     assert result.returncode == 0, result.stderr

@@ -96,8 +96,9 @@ def test_a_lost_node_is_a_crash_within_the_budget_and_a_grace(
     assert measurement.status == "crash"
     assert "was lost during the measurement" in measurement.why
     assert worker.node_id[:8] in measurement.why
-    # the node's loss is seen within Ray's health checks; then one attempt's time and
-    # the grace, far below the scheduling allowance of ten minutes
-    assert waited < ray_executor.SCHEDULING_ALLOWANCE / 4
+    # the node's loss is seen within Ray's health checks (a few seconds by default; a
+    # minute allowed for a loaded machine); then one attempt's time and the grace: not the
+    # 150 s and more the issue saw, nor the scheduling allowance of ten minutes
+    assert waited < budget + 2 * grace + ray_executor.LOST_NODE_GRACE + 60, waited
     assert waited >= budget + 2 * grace + 5.0  # the retry was given its time first
     executor.close()

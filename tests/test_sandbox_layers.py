@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from processes import adopting, command_line, living_descendants
 
 from conftest import git, make_project
 from ratchet.errors import UsageError
@@ -233,7 +233,9 @@ def test_thousands_of_protected_files_go_through_an_args_file(tmp_path: Path) ->
     (many / "notes.txt").write_text("editable\n")
     sandbox = BwrapSandbox(["many/*.dat"])
     assert len(" ".join(sandbox.argv("true", many.parent, env()))) > bwrap_module.MAX_INLINE
-    result = run(sandbox, "echo y >> many/f0998.dat; echo more >> many/notes.txt", many.parent)
+    # a budget no loaded machine reaches: a thousand binds take bwrap seconds there
+    result = run(sandbox, "echo y >> many/f0998.dat; echo more >> many/notes.txt", many.parent,
+                 budget=120)  # fmt: skip
     assert "Read-only file system" in result.output
     assert (many / "f0998.dat").read_text() == "x"
     assert (many / "notes.txt").read_text() == "editable\nmore\n"
@@ -300,19 +302,10 @@ TREE = (
 
 
 def _marked(marker: str) -> list[int]:
-    """Host pids of live (not zombie) `sleep MARKER` processes, in any PID namespace."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError, UnicodeDecodeError):
-            continue
-        if argv[:2] == ["sleep", marker] and state != "Z":
-            found.append(int(entry.name))
-    return found
+    """Live `sleep MARKER` processes among this test's descendants: inside `adopting`,
+    that includes orphans (a setsid'd child, whatever a killed sandbox left), in any PID
+    namespace. Never a machine-wide look."""
+    return [p for p in living_descendants() if command_line(p) == f"sleep {marker}"]
 
 
 def _wait_for(predicate: Callable[[], object], timeout: float) -> bool:
@@ -341,39 +334,49 @@ def test_budget_kills_a_tree_that_ignores_sigterm(make: Callable[[], Sandbox], s
         command = TREE.format(pidfile=pidfile, marker=marker)
         results.append(layer.run(command, slot, env(), budget=1.5, grace=0.5))
 
-    thread = threading.Thread(target=target)
-    thread.start()
-    assert _wait_for(lambda: len(_marked(marker)) == 2, 5), "the tree never started"
-    thread.join(15)
-    assert not thread.is_alive()
-    assert results[0].timed_out and results[0].returncode is None
-    assert 1.5 <= results[0].duration < 5
-    assert _wait_for(lambda: not _marked(marker), 2), f"survivors: {_marked(marker)}"
+    with adopting():
+        thread = threading.Thread(target=target)
+        thread.start()
+        assert _wait_for(lambda: len(_marked(marker)) == 2, 5), "the tree never started"
+        thread.join(15)
+        assert not thread.is_alive()
+        assert results[0].timed_out and results[0].returncode is None
+        assert 1.5 <= results[0].duration < 5
+        assert _wait_for(lambda: not _marked(marker), 2), f"survivors: {_marked(marker)}"
     assert pidfile.read_text().strip().isdigit()
     if layer.name == "process":  # same PID namespace: the grandchild's own pid is gone
         pid = int(pidfile.read_text())
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
 
 
+def _escaping(marker: str) -> str:
+    """A command whose child leaves the process group (setsid), then `sleep MARKER`s; the
+    command ends only once the child has left (its pid written after setsid), not after
+    a sleep that a loaded machine could outlast."""
+    child = f"echo \\$\\$ > escaped.pid; exec sleep {marker}"
+    return (
+        f'setsid sh -c "{child}" > /dev/null 2>&1 < /dev/null & '
+        "n=0; until [ -s escaped.pid ] || [ $n -ge 600 ]; do n=$((n + 1)); sleep 0.05; done"
+    )
+
+
 @needs_bwrap
 def test_bwrap_kills_a_child_that_left_the_process_group(slot: Path) -> None:
     """setsid escapes the process layer's group kill; the PID namespace catches it."""
     marker = f"{800 + uuid.uuid4().int % 99}.{uuid.uuid4().int % 10**6:06}"
-    command = f"setsid sleep {marker} > /dev/null 2>&1 < /dev/null & sleep 0.3"
-    result = run(BwrapSandbox(PROTECTED), command, slot)
-    assert result.returncode == 0
-    assert _wait_for(lambda: not _marked(marker), 2), f"survivors: {_marked(marker)}"
+    with adopting():
+        result = run(BwrapSandbox(PROTECTED), _escaping(marker), slot)
+        assert result.returncode == 0
+        assert (slot / "escaped.pid").read_text().strip()  # it did leave the group
+        assert _wait_for(lambda: not _marked(marker), 2), f"survivors: {_marked(marker)}"
 
 
 def test_process_layer_lets_a_setsid_child_escape(slot: Path) -> None:
     """The documented limit of the process layer, so docs/sandboxing.md stays true."""
     marker = f"{700 + uuid.uuid4().int % 99}.{uuid.uuid4().int % 10**6:06}"
-    command = f"setsid sleep {marker} > /dev/null 2>&1 < /dev/null & sleep 0.3"
-    run(ProcessSandbox(), command, slot)
-    escaped = _marked(marker)
-    for pid in escaped:
-        os.kill(pid, signal.SIGKILL)
-    assert escaped
+    with adopting():  # the escaped child is re-parented to this test, and killed after
+        run(ProcessSandbox(), _escaping(marker), slot)
+        assert _wait_for(lambda: len(_marked(marker)) == 1, 5), "no child escaped"
 
 
 @needs_bwrap
@@ -387,15 +390,16 @@ def test_the_sandbox_dies_with_a_killed_ratchet(slot: Path) -> None:
         f"BwrapSandbox([]).run('sleep {marker} & sleep {marker}', Path(sys.argv[1]),"
         " dict(os.environ), budget=60, grace=1)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", script, str(slot)])
-    try:
-        assert _wait_for(lambda: len(_marked(marker)) == 2, 10), "the sandbox never started"
-        parent.kill()
-        parent.wait()
-        assert _wait_for(lambda: not _marked(marker), 3), f"survivors: {_marked(marker)}"
-    finally:
-        parent.kill()
-        parent.wait()
+    with adopting():
+        parent = subprocess.Popen([sys.executable, "-c", script, str(slot)])
+        try:
+            assert _wait_for(lambda: len(_marked(marker)) == 2, 10), "the sandbox never started"
+            parent.kill()
+            parent.wait()
+            assert _wait_for(lambda: not _marked(marker), 3), f"survivors: {_marked(marker)}"
+        finally:
+            parent.kill()
+            parent.wait()
 
 
 # ---- bwrap: self-check ----
