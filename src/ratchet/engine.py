@@ -22,7 +22,8 @@ from ratchet.environment import Redactor, child_environment
 from ratchet.errors import RunError, UsageError, machine_failure
 from ratchet.events import Observer, RunStarted, RunStopped
 from ratchet.executors import make_executor
-from ratchet.journal import ExperimentRecord, Journal, RunRecord
+from ratchet.journal import Journal
+from ratchet.journalrecords import ExperimentRecord, RunRecord
 from ratchet.judging import Judge, NoiseReport
 from ratchet.limits import Limits, stop_reason
 from ratchet.policy import policy_for

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ratchet.decisions import Decision
 from ratchet.errors import UsageError
-from ratchet.journal import ExperimentRecord, Journal, RunRecord
+from ratchet.journal import Journal
+from ratchet.journalrecords import ExperimentRecord, RunRecord
 
 # `review` and its approvals read the journal alone: git (pygit2), the spec's models
 # (pydantic) and measuring are imported by what uses them, so `ratchet review` stays quick

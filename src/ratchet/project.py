@@ -28,7 +28,8 @@ from ratchet.errors import UsageError
 if TYPE_CHECKING:
     from ratchet.engine import Engine
     from ratchet.events import Event, RunStopped
-    from ratchet.journal import ExperimentRecord, Journal, RunRecord
+    from ratchet.journal import Journal
+    from ratchet.journalrecords import ExperimentRecord, RunRecord
     from ratchet.judging import NoiseReport
     from ratchet.proposers.base import Proposer
     from ratchet.proposers.python import ProposeFunction, ProposerObject

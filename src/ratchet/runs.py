@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ratchet import workspace
 from ratchet.errors import RunError, RunLocked, UsageError
-from ratchet.journal import Journal, RunRecord
+from ratchet.journal import Journal
+from ratchet.journalrecords import RunRecord
 from ratchet.spec import Spec
 
 LOCK_FILE = "run.lock"

@@ -15,7 +15,8 @@ from typing import Any
 
 from ratchet.decisions import BASELINE_PROPOSER, Category, Decision
 from ratchet.errors import UsageError
-from ratchet.journal import JOURNAL_FILE, ExperimentRecord, Journal
+from ratchet.journal import JOURNAL_FILE, Journal
+from ratchet.journalrecords import ExperimentRecord
 
 STATE_DIR = ".ratchet"
 PAGE_MAX = 500  # rows one page may hold

@@ -21,7 +21,8 @@ from ratchet.decisions import NO_MEASUREMENT, Decision
 from ratchet.environment import Redactor
 from ratchet.errors import machine_failure
 from ratchet.events import ExperimentDecided, Observer, StageStarted
-from ratchet.journal import ExperimentRecord, Journal, RunCounts, RunRecord
+from ratchet.journal import Journal, RunCounts
+from ratchet.journalrecords import ExperimentRecord, RunRecord
 from ratchet.judging import Judge
 from ratchet.limits import Limits
 from ratchet.measure import Measurement

@@ -11,7 +11,8 @@ from typing import Any
 from ratchet import runview
 from ratchet.dashboard.tally import Tallies
 from ratchet.errors import UsageError
-from ratchet.journal import ExperimentRecord, Journal, RunRecord
+from ratchet.journal import Journal
+from ratchet.journalrecords import ExperimentRecord, RunRecord
 from ratchet.runview import reading
 
 OUTPUT_TAIL = 200  # lines of a measurement's output shown
