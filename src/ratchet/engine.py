@@ -35,7 +35,7 @@ from ratchet.safeio import read_directive
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
 from ratchet.sandbox.select import choose_sandbox
 from ratchet.scheduler import Scheduler, Stopped
-from ratchet.spec import Spec
+from ratchet.specmodel import Spec
 from ratchet.stages import ExperimentStages
 from ratchet.workspace import GitError, Slot
 

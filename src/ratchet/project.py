@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ratchet.judging import NoiseReport
     from ratchet.proposers.base import Proposer
     from ratchet.proposers.python import ProposeFunction, ProposerObject
-    from ratchet.spec import Spec
+    from ratchet.specmodel import Spec
 
 _POLL = 0.1  # seconds a wait blocks at once, so that Ctrl-C reaches the waiting thread
 _END = object()  # the queue's last item: the run has ended

@@ -27,7 +27,7 @@ from ratchet.runview import NoiseFigures, Point, short_label
 
 if TYPE_CHECKING:
     from ratchet.events import Event
-    from ratchet.spec import Spec
+    from ratchet.specmodel import Spec
 
 REPORTS_DIR = "reports"  # under .ratchet/: one folder per run
 PROGRESS_FILE = "progress.png"

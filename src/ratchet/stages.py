@@ -30,7 +30,7 @@ from ratchet.proposers import Outcome, ProposalError, Proposer
 from ratchet.results import append_tsv
 from ratchet.scheduler import Scheduler, Stopped
 from ratchet.scope import scope_why
-from ratchet.spec import Spec
+from ratchet.specmodel import Spec
 from ratchet.workspace import GitError, Slot
 
 MAX_REBASES = 3  # a would-be keep chasing an incumbent that keeps moving is `stale` after these

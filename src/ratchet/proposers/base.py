@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from ratchet.journalrecords import ExperimentRecord
 from ratchet.sandbox import Sandbox
-from ratchet.spec import Spec
+from ratchet.specmodel import Spec
 
 
 class ProposalError(Exception):
