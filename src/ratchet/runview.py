@@ -192,7 +192,7 @@ def keeps(journal: Journal, run: str) -> list[ExperimentRecord]:
 
 def review_states(journal: Journal, run: str) -> dict[int, tuple[str, str]]:
     """Each reviewed keep's latest verdict and note (a keep not in it is pending). Read
-    without `governance.ensure_schema`, which would write: no table, no reviews."""
+    without `approvals.ensure_schema`, which would write: no table, no reviews."""
     found = journal.db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'approvals'"
     ).fetchone()

@@ -230,8 +230,8 @@ def keeps(root: Path, name: str) -> dict[str, Any]:
 def verdict(root: Path, experiment_id: int, approve: bool, note: str) -> dict[str, Any]:
     """Approve or reject a keep through governance, as `ratchet review` does: the
     `approvals` and `audit` tables record it."""
+    from ratchet.approvals import identity, record_verdict
     from ratchet.engine import open_journal
-    from ratchet.governance import identity, record_verdict
 
     journal = open_journal(root)
     try:
