@@ -22,6 +22,7 @@ from ratchet.environment import Redactor, child_environment
 from ratchet.errors import RunError, UsageError, machine_failure
 from ratchet.events import Observer, RunStarted, RunStopped
 from ratchet.executors import make_executor
+from ratchet.journal import JOURNAL_FILE as JOURNAL_FILE  # where it was defined before
 from ratchet.journal import Journal
 from ratchet.journalrecords import ExperimentRecord, RunRecord
 from ratchet.judging import Judge, NoiseReport
@@ -39,7 +40,6 @@ from ratchet.specmodel import Spec
 from ratchet.stages import ExperimentStages
 from ratchet.workspace import GitError, Slot
 
-JOURNAL_FILE = "journal.db"
 RESULTS_FILE = "results.tsv"
 BASELINE_REPEATS = 3  # the baseline is measured this often: the first estimate of the noise
 # what a proposer is told of the history at its start (a knobs study replays them):

@@ -133,7 +133,8 @@ class Project:
         return task.start(work, "ratchet-noise")
 
     def _journal(self) -> Journal | None:
-        from ratchet.engine import JOURNAL_FILE, open_journal, state_dir
+        from ratchet.engine import open_journal, state_dir
+        from ratchet.journal import JOURNAL_FILE
 
         if not (state_dir(self.root) / JOURNAL_FILE).exists():
             return None
