@@ -27,6 +27,7 @@ that size). Stdlib and ratchet only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 RUN = "default"
@@ -374,24 +376,38 @@ def kill_a_run(root: Path) -> None:
     child.wait()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--experiments", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dir", type=Path)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+@contextlib.contextmanager
+def built_project(experiments: int, folder: Path | None = None) -> Iterator[Path]:
+    """The project with a journal of `experiments` experiments: built in `folder` (and
+    reused when it already holds a journal), else in a temporary folder removed after."""
     with tempfile.TemporaryDirectory() as scratch:
-        root = (args.dir or Path(scratch)) / "project"
+        root = (folder or Path(scratch)) / "project"
         if not (root / ".ratchet" / "journal.db").exists():
             start = time.perf_counter()
             make_project(root)
-            fill(root, args.experiments)
-            print(f"built {args.experiments} experiments in {time.perf_counter() - start:.1f}s")
-        results = run_and_measure(root, args.repeats)
+            fill(root, experiments)
+            print(f"built {experiments} experiments in {time.perf_counter() - start:.1f}s")
+        yield root
+
+
+def bench_main(doc: str, repeats: int, measure: Callable[[Path, int], dict[str, object]]) -> None:
+    """The command line both benchmarks share: `--experiments`, `--repeats` (`repeats` by
+    default), `--dir` and `--json`; the results are printed, and written to `--json`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--experiments", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--dir", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    with built_project(args.experiments, args.dir) as root:
+        results = measure(root, args.repeats)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def main() -> None:
+    bench_main(__doc__, 5, run_and_measure)
 
 
 if __name__ == "__main__":

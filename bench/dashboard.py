@@ -16,21 +16,18 @@ With `--dir`, the project is kept there (and reused when it already holds a jour
 
 from __future__ import annotations
 
-import argparse
 import http.client
-import json
 import os
 import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from big_journal import GIT_ENV, fill, make_project
+from big_journal import GIT_ENV, bench_main
 
 LIMIT_MS = 200.0
 
@@ -124,23 +121,7 @@ def measure(root: Path, repeats: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--experiments", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--dir", type=Path)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        root = (args.dir or Path(scratch)) / "project"
-        if not (root / ".ratchet" / "journal.db").exists():
-            started = time.perf_counter()
-            make_project(root)
-            fill(root, args.experiments)
-            print(f"built {args.experiments} experiments in {time.perf_counter() - started:.0f}s")
-        results = measure(root, args.repeats)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    bench_main(__doc__, 20, measure)
 
 
 if __name__ == "__main__":

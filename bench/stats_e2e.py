@@ -39,8 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from overhead import install_labloop
+
 TRIALS = 60
-LABLOOP = "labloop==1.0.5"
 
 METRIC = r"""
 import math, os, random, re, sys
@@ -230,18 +232,6 @@ def run_labloop(top: Path, name: str, c: Condition, labloop: str, trials: int) -
                math.nan, wall)  # fmt: skip
 
 
-def install_labloop(top: Path) -> str | None:
-    venv = top / "labloop-venv"
-    try:
-        sh([sys.executable, "-m", "venv", str(venv)], top)
-        sh([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-            "--disable-pip-version-check", LABLOOP], top)  # fmt: skip
-    except subprocess.CalledProcessError as error:
-        print(f"labloop: not run ({(error.stderr or '').strip()[-300:]})")
-        return None
-    return str(venv / "bin" / "labloop")
-
-
 def ci(values: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% confidence interval (normal approximation)."""
     mean = statistics.fmean(values)
@@ -296,7 +286,10 @@ def main() -> int:
     top = Path(tempfile.mkdtemp(prefix="ratchet-stats-e2e-"))
     labloop = args.labloop
     if "labloop 1.0.5" in contenders and not labloop:
-        labloop = install_labloop(top)
+        installed, _, why = install_labloop(top)
+        labloop = str(installed) if installed else None
+        if not installed:
+            print(f"labloop: not run ({why})")
     if not labloop:
         contenders = [c for c in contenders if not c.startswith("labloop")]
     peers_on = args.peers_on.split(",")

@@ -9,7 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import experiments, make_project, ratchet
+from conftest import experiments, ratchet
+from holdout_support import holdout_project
 from ratchet.decisions import NO_MEASUREMENT, Category, Decision, user_counts
 from ratchet.engine import open_journal
 from ratchet.view import decision_style
@@ -63,30 +64,9 @@ def test_user_counts_leave_the_baseline_out() -> None:
     assert by_category == {"kept": 5, "rejected": 2}
 
 
-HOLDOUT_SPEC = f"""
-[scope]
-editable = ["value.py"]
-protected = ["score.py", "holdout.py"]
-[metric]
-command = "{sys.executable} score.py"
-confirm = "{sys.executable} holdout.py"
-name = "loss"
-[run]
-max_experiments = 1
-[proposer]
-kind = "command"
-command = "echo 'X = 3' > value.py"
-"""
-
-
 def test_overfit_is_a_discard_in_results_tsv(tmp_path: Path) -> None:
     """The search metric improves (X 5 -> 3) but the holdout, best at 6, gets worse."""
-    files = {
-        "value.py": "X = 5\n",
-        "score.py": "from value import X\nprint(f'loss: {(X - 2) ** 2}')\n",
-        "holdout.py": "from value import X\nprint(f'loss: {(X - 6) ** 2}')\n",
-    }
-    project = make_project(tmp_path / "p", files, HOLDOUT_SPEC)
+    project = holdout_project(tmp_path / "p", best=6)
     assert ratchet(project, "run").returncode == 0
     assert [r["decision"] for r in experiments(project)] == ["keep", "overfit"]
     with open(project / ".ratchet" / "results.tsv", newline="") as handle:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import experiments, git, make_project, ratchet
+from holdout_support import holdout_project
 from ratchet.policy import Judgement, NoiseAware, NoiseModel, compare
 
 # loss = 5 * (X - 2)^2 + N(0, 1): X = 2 is a real improvement of about 45 sd over X = 5
@@ -251,31 +252,10 @@ def test_a_bad_gate_is_a_spec_error(tmp_path: Path) -> None:
     assert "gate 'memory_gb'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-HOLDOUT_SPEC = f"""
-[scope]
-editable = ["value.py"]
-protected = ["score.py", "holdout.py"]
-[metric]
-command = "{sys.executable} score.py"
-confirm = "{sys.executable} holdout.py"
-name = "loss"
-[run]
-max_experiments = 1
-[proposer]
-kind = "command"
-command = "echo 'X = 3' > value.py"
-"""
-
-
 @pytest.mark.parametrize(("best", "decision"), [(6, "overfit"), (3, "keep")])
 def test_holdout_confirmation(tmp_path: Path, best: int, decision: str) -> None:
     """The search metric improves from X = 5 to X = 3; the holdout is best at `best`."""
-    files = {
-        "value.py": "X = 5\n",
-        "score.py": "from value import X\nprint(f'loss: {(X - 2) ** 2}')\n",
-        "holdout.py": f"from value import X\nprint(f'loss: {{(X - {best}) ** 2}}')\n",
-    }
-    project = make_project(tmp_path / "p", files, HOLDOUT_SPEC)
+    project = holdout_project(tmp_path / "p", best)
     assert ratchet(project, "run").returncode == 0
     rows = experiments(project)
     assert rows[1]["decision"] == decision

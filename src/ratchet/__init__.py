@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ratchet.decisions import Category, Decision
     from ratchet.errors import RunError, RunLocked, UsageError
     from ratchet.events import Event, ExperimentDecided, RunStarted, RunStopped, StageStarted
-    from ratchet.journal import ExperimentRecord, RunRecord
+    from ratchet.journalrecords import ExperimentRecord, RunRecord
     from ratchet.judging import NoiseReport
     from ratchet.project import Project, Run, Task
     from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError
@@ -33,8 +33,8 @@ _EXPORTS = {
     "Project": "ratchet.project",
     "Run": "ratchet.project",
     "Task": "ratchet.project",
-    "ExperimentRecord": "ratchet.journal",
-    "RunRecord": "ratchet.journal",
+    "ExperimentRecord": "ratchet.journalrecords",
+    "RunRecord": "ratchet.journalrecords",
     "Decision": "ratchet.decisions",
     "Category": "ratchet.decisions",
     "Proposal": "ratchet.proposers.base",

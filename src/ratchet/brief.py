@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ratchet.journal import ExperimentRecord, Journal
+from ratchet.journal import Journal
+from ratchet.journalrecords import ExperimentRecord
 from ratchet.private import write_private
-from ratchet.spec import Spec
+from ratchet.specmodel import Spec
 from ratchet.suite.traces import failures_by_task
 from ratchet.suite.trials import TrialResult
 

@@ -22,7 +22,9 @@ from ratchet.environment import Redactor, child_environment
 from ratchet.errors import RunError, UsageError, machine_failure
 from ratchet.events import Observer, RunStarted, RunStopped
 from ratchet.executors import make_executor
-from ratchet.journal import ExperimentRecord, Journal, RunRecord
+from ratchet.journal import JOURNAL_FILE as JOURNAL_FILE  # where it was defined before
+from ratchet.journal import Journal
+from ratchet.journalrecords import ExperimentRecord, RunRecord
 from ratchet.judging import Judge, NoiseReport
 from ratchet.limits import Limits, stop_reason
 from ratchet.policy import policy_for
@@ -34,11 +36,10 @@ from ratchet.safeio import read_directive
 from ratchet.sandbox import Sandbox, kill_leftover, pidfile_for
 from ratchet.sandbox.select import choose_sandbox
 from ratchet.scheduler import Scheduler, Stopped
-from ratchet.spec import Spec
+from ratchet.specmodel import Spec
 from ratchet.stages import ExperimentStages
 from ratchet.workspace import GitError, Slot
 
-JOURNAL_FILE = "journal.db"
 RESULTS_FILE = "results.tsv"
 BASELINE_REPEATS = 3  # the baseline is measured this often: the first estimate of the noise
 # what a proposer is told of the history at its start (a knobs study replays them):

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-from ratchet.spec import SECRET_MARKERS
-
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 MASK = "***"
 MIN_SECRET_LENGTH = 6  # shorter values ("1", "yes") would mask ordinary text
 

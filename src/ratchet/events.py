@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ratchet.journal import ExperimentRecord, RunRecord
+from ratchet.journalrecords import ExperimentRecord, RunRecord
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from wcmatch import glob
 
-from ratchet.spec import GLOB_FLAGS
+from ratchet.specmodel import GLOB_FLAGS
 
 CHUNK = 1 << 20
 

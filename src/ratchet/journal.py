@@ -3,6 +3,10 @@
 The scheduler alone writes it. Every experiment is written when it starts
 (`proposing`), when its proposal is known (`measuring`) and when it is decided, so a
 restart can tell what was in flight and mark it `interrupted`.
+
+`Journal` owns the connection and the queries; the tables and their upgrades are
+`journalschema`'s, the records its queries return are `journalrecords`' (imported here
+too, where most code looks for them).
 """
 
 from __future__ import annotations
@@ -12,169 +16,21 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ratchet import journalcheck
-from ratchet.decisions import BASELINE_PROPOSER, Decision, decision_of
+from ratchet.decisions import BASELINE_PROPOSER
 from ratchet.errors import JournalDamaged, is_journal_damage
-from ratchet.journalcounts import KEEP_AFTER, SPANS_SCHEMA, elapsed, run_counts
+from ratchet.journalcounts import KEEP_AFTER, elapsed, run_counts
 from ratchet.journalcounts import RunCounts as RunCounts  # where it was defined before
+from ratchet.journalrecords import ExperimentRecord as ExperimentRecord
+from ratchet.journalrecords import MeasurementRecord as MeasurementRecord
+from ratchet.journalrecords import RunRecord as RunRecord
+from ratchet.journalschema import WITHOUT_PATCH, set_up
 from ratchet.private import DIR_MODE, create_private, tighten_file
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    name TEXT PRIMARY KEY,
-    branch TEXT NOT NULL,
-    base_commit TEXT NOT NULL,
-    spec_digest TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    goal TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS experiments (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run TEXT NOT NULL REFERENCES runs(name),
-    slot INTEGER NOT NULL,
-    parent TEXT NOT NULL,
-    commit_sha TEXT,
-    proposer TEXT NOT NULL,
-    rationale TEXT NOT NULL DEFAULT '',
-    patch TEXT NOT NULL DEFAULT '',
-    files TEXT NOT NULL DEFAULT '[]',
-    meta TEXT NOT NULL DEFAULT '{}',
-    cost_seconds REAL NOT NULL DEFAULT 0,
-    cost_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    stage TEXT NOT NULL,
-    decision TEXT,
-    why TEXT,
-    value REAL,
-    metrics TEXT NOT NULL DEFAULT '{}',
-    duration REAL,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    holdout REAL,
-    patch_hash TEXT
-);
-CREATE INDEX IF NOT EXISTS experiments_by_run ON experiments(run, id);
-CREATE INDEX IF NOT EXISTS experiments_by_decision ON experiments(run, decision, id);
-CREATE TABLE IF NOT EXISTS measurements (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    experiment INTEGER NOT NULL REFERENCES experiments(id),
-    seed INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    value REAL,
-    metrics TEXT NOT NULL DEFAULT '{}',
-    duration REAL NOT NULL,
-    output TEXT NOT NULL DEFAULT '',
-    started_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS measurements_by_experiment ON measurements(experiment);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    run TEXT,
-    event TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-"""
-
 JOURNAL_FILE = "journal.db"
-# what views and summaries read of every experiment, in one index: counting or
-# listing a run of 100,000 experiments never reads their patches (stored in the rows)
-SUMMARY_INDEX = (
-    "CREATE INDEX IF NOT EXISTS experiments_summary ON experiments(run, id, decision,"
-    " proposer, value, cost_usd, started_at, ended_at)"
-)
-PROPOSER_INDEX = (
-    "CREATE INDEX IF NOT EXISTS experiments_by_proposer ON experiments(run, proposer, id)"
-)
-# the union of experiments' spans (a run's elapsed time) is read in start order
-START_INDEX = (
-    "CREATE INDEX IF NOT EXISTS experiments_by_start ON experiments(run, started_at, id, ended_at)"
-)
-# a proposer's best experiments, read in value order
-VALUE_INDEX = "CREATE INDEX IF NOT EXISTS experiments_by_value ON experiments(run, value, decision)"
-CONFIRM_INDEX = (
-    "CREATE INDEX IF NOT EXISTS measurements_by_status ON measurements(status, experiment)"
-)
-# every column but the patch, for lists that do not show it (the record's patch is "")
-_WITHOUT_PATCH = (
-    "id, run, slot, parent, commit_sha, proposer, rationale, '' AS patch, files, meta,"
-    " cost_seconds, cost_tokens, cost_usd, stage, decision, why, value, metrics, duration,"
-    " started_at, ended_at, holdout, patch_hash"
-)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    name: str
-    branch: str
-    base_commit: str
-    spec_digest: str
-    metric: str
-    goal: str
-    created_at: float
-
-
-@dataclass(frozen=True)
-class ExperimentRecord:
-    id: int
-    run: str
-    slot: int
-    parent: str
-    commit: str | None
-    proposer: str
-    rationale: str
-    patch: str
-    files: list[str]
-    meta: dict[str, Any]
-    cost_seconds: float
-    cost_tokens: int
-    cost_usd: float
-    stage: str
-    decision: Decision | None
-    why: str | None
-    value: float | None
-    metrics: dict[str, float]
-    duration: float | None
-    started_at: float
-    ended_at: float | None
-    holdout: float | None = None  # the confirmation command's value (keeps, incumbents)
-    patch_hash: str | None = None  # of the normalized patch: what was changed, not where
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> ExperimentRecord:
-        data = dict(row)
-        data["commit"] = data.pop("commit_sha")
-        for key in ("files", "meta", "metrics"):
-            data[key] = json.loads(data[key])
-        data["decision"] = decision_of(data["decision"])
-        return cls(**data)
-
-    @property
-    def is_baseline(self) -> bool:
-        """The run's baseline: stored as a `keep`, never counted as one."""
-        return self.proposer == BASELINE_PROPOSER
-
-    def to_json(self, with_patch: bool = True) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if with_patch or k != "patch"}
-        return data
-
-
-@dataclass(frozen=True)
-class MeasurementRecord:
-    id: int
-    experiment: int
-    seed: int
-    status: str
-    value: float | None
-    metrics: dict[str, float]
-    duration: float
-    output: str
-    started_at: float
 
 
 class Journal:
@@ -212,22 +68,7 @@ class Journal:
             problem, self.check = journalcheck.check(self.db, self.path)
             if problem is not None:
                 return problem
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(SCHEMA + SPANS_SCHEMA)
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(experiments)")}
-        for column, kind in (("holdout", "REAL"), ("patch_hash", "TEXT")):
-            if column not in columns:  # a journal written by an older ratchet
-                self.db.execute(f"ALTER TABLE experiments ADD COLUMN {column} {kind}")
-        self.db.execute(
-            "CREATE INDEX IF NOT EXISTS experiments_by_patch ON experiments(run, patch_hash)"
-        )
-        self.db.execute(SUMMARY_INDEX)  # built once, on the first open by this ratchet
-        self.db.execute(PROPOSER_INDEX)
-        self.db.execute(CONFIRM_INDEX)
-        self.db.execute(START_INDEX)
-        self.db.execute(VALUE_INDEX)
+        set_up(self.db)
         if verify:  # sound so far: a crash from here on leaves the cheaper check to do
             journalcheck.mark_open(self.db, self.path)
         return None
@@ -402,7 +243,7 @@ class Journal:
     ) -> list[ExperimentRecord]:
         """A run's experiments, oldest first; with `limit`, only the newest ones; without
         `patches`, each record's patch is "" (lists that do not show them)."""
-        query = f"SELECT {'*' if patches else _WITHOUT_PATCH} FROM experiments"
+        query = f"SELECT {'*' if patches else WITHOUT_PATCH} FROM experiments"
         args: list[Any] = []
         if run is not None:
             query += " WHERE run = ?"
@@ -415,7 +256,7 @@ class Journal:
         return rows[::-1] if limit else rows
 
     def iter_experiments(self, run: str, patches: bool = True) -> Iterator[ExperimentRecord]:
-        columns = "*" if patches else _WITHOUT_PATCH
+        columns = "*" if patches else WITHOUT_PATCH
         query = f"SELECT {columns} FROM experiments WHERE run = ? ORDER BY id"
         for row in self.db.execute(query, (run,)):
             yield ExperimentRecord.from_row(row)
@@ -433,7 +274,7 @@ class Journal:
     def recent_decided(self, run: str, limit: int) -> list[ExperimentRecord]:
         """The run's `limit` newest decided experiments, oldest first, without patches."""
         rows = self.db.execute(
-            f"SELECT {_WITHOUT_PATCH} FROM experiments WHERE run = ? AND decision IS NOT NULL"
+            f"SELECT {WITHOUT_PATCH} FROM experiments WHERE run = ? AND decision IS NOT NULL"
             " ORDER BY id DESC LIMIT ?",
             (run, limit),
         ).fetchall()
@@ -467,7 +308,7 @@ class Journal:
         ids += [incumbent[0]] if incumbent else []
         chosen = sorted(set(ids))
         rows = self.db.execute(
-            f"SELECT {_WITHOUT_PATCH} FROM experiments WHERE id IN"
+            f"SELECT {WITHOUT_PATCH} FROM experiments WHERE id IN"
             f" ({', '.join('?' * len(chosen))}) ORDER BY id",
             chosen,
         ).fetchall()
@@ -495,7 +336,7 @@ class Journal:
     def failures(self, run: str, limit: int) -> list[ExperimentRecord]:
         """The run's newest failures, without patches."""
         rows = self.db.execute(
-            f"SELECT {_WITHOUT_PATCH} FROM experiments WHERE run = ? AND decision NOT IN"
+            f"SELECT {WITHOUT_PATCH} FROM experiments WHERE run = ? AND decision NOT IN"
             " ('keep', 'discard', 'no-change', 'duplicate', 'interrupted') ORDER BY id DESC LIMIT ?",
             (run, limit),
         ).fetchall()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ratchet.journal import RunCounts
 from ratchet.measure import format_seconds
 from ratchet.policy import improvement
-from ratchet.spec import MetricSpec, Spec
+from ratchet.specmodel import MetricSpec, Spec
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ratchet.restore import (
 )
 from ratchet.safeio import Refused, read_capped
 from ratchet.sandbox import Sandbox, pidfile_for
-from ratchet.spec import MetricSpec
+from ratchet.specmodel import MetricSpec
 
 Status = Literal["ok", "crash", "timeout", "no-metric", "not-finite"]
 METRICS_FILE_CAP = 1 << 20  # bytes of `[metric] file` read at most

@@ -28,11 +28,12 @@ from ratchet.errors import UsageError
 if TYPE_CHECKING:
     from ratchet.engine import Engine
     from ratchet.events import Event, RunStopped
-    from ratchet.journal import ExperimentRecord, Journal, RunRecord
+    from ratchet.journal import Journal
+    from ratchet.journalrecords import ExperimentRecord, RunRecord
     from ratchet.judging import NoiseReport
     from ratchet.proposers.base import Proposer
     from ratchet.proposers.python import ProposeFunction, ProposerObject
-    from ratchet.spec import Spec
+    from ratchet.specmodel import Spec
 
 _POLL = 0.1  # seconds a wait blocks at once, so that Ctrl-C reaches the waiting thread
 _END = object()  # the queue's last item: the run has ended
@@ -132,7 +133,8 @@ class Project:
         return task.start(work, "ratchet-noise")
 
     def _journal(self) -> Journal | None:
-        from ratchet.engine import JOURNAL_FILE, open_journal, state_dir
+        from ratchet.engine import open_journal, state_dir
+        from ratchet.journal import JOURNAL_FILE
 
         if not (state_dir(self.root) / JOURNAL_FILE).exists():
             return None

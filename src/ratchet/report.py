@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, TextIO
 
 from ratchet import runview
 from ratchet.decisions import Category, by_category, user_counts
-from ratchet.journal import ExperimentRecord, Journal, RunCounts, RunRecord
+from ratchet.journal import Journal, RunCounts
+from ratchet.journalrecords import ExperimentRecord, RunRecord
 from ratchet.runview import NoiseFigures, Point, short_label
 
 if TYPE_CHECKING:
     from ratchet.events import Event
-    from ratchet.spec import Spec
+    from ratchet.specmodel import Spec
 
 REPORTS_DIR = "reports"  # under .ratchet/: one folder per run
 PROGRESS_FILE = "progress.png"

@@ -29,7 +29,7 @@ import pygit2
 from wcmatch import glob
 
 from ratchet.integrity import expand_patterns
-from ratchet.spec import GLOB_FLAGS, matches
+from ratchet.specmodel import GLOB_FLAGS, matches
 
 _LINK_MODE, _EXEC_MODE, _FILE_MODE, _TREE_MODE = 0o120000, 0o100755, 0o100644, 0o040000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from ratchet.errors import UsageError
-from ratchet.journal import ExperimentRecord, Journal
+from ratchet.journal import Journal
+from ratchet.journalrecords import ExperimentRecord
 from ratchet.plaintext import one_line
 from ratchet.private import open_appending, write_private
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from ratchet import workspace
 from ratchet.errors import RunError, RunLocked, UsageError
-from ratchet.journal import Journal, RunRecord
-from ratchet.spec import Spec
+from ratchet.journal import Journal
+from ratchet.journalrecords import RunRecord
+from ratchet.specmodel import Spec
 
 LOCK_FILE = "run.lock"
 _HOLDER_WAIT = 1.0  # seconds to wait for a holder that has just locked to write its name

@@ -15,7 +15,8 @@ from typing import Any
 
 from ratchet.decisions import BASELINE_PROPOSER, Category, Decision
 from ratchet.errors import UsageError
-from ratchet.journal import JOURNAL_FILE, ExperimentRecord, Journal
+from ratchet.journal import JOURNAL_FILE, Journal
+from ratchet.journalrecords import ExperimentRecord
 
 STATE_DIR = ".ratchet"
 PAGE_MAX = 500  # rows one page may hold
@@ -191,7 +192,7 @@ def keeps(journal: Journal, run: str) -> list[ExperimentRecord]:
 
 def review_states(journal: Journal, run: str) -> dict[int, tuple[str, str]]:
     """Each reviewed keep's latest verdict and note (a keep not in it is pending). Read
-    without `governance.ensure_schema`, which would write: no table, no reviews."""
+    without `approvals.ensure_schema`, which would write: no table, no reviews."""
     found = journal.db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'approvals'"
     ).fetchone()

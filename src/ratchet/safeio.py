@@ -28,7 +28,8 @@ from pathlib import Path
 import pygit2
 from wcmatch import glob
 
-from ratchet.spec import GLOB_FLAGS, ScopeSpec, SpecError, matches
+from ratchet.spec import SpecError
+from ratchet.specmodel import GLOB_FLAGS, ScopeSpec, matches
 
 GIT_FILES = frozenset({".gitattributes", ".gitmodules"})  # they change how git reads the tree
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC

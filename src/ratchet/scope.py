@@ -20,7 +20,7 @@ import pygit2
 from pygit2.enums import FileMode
 
 from ratchet.integrity import shadowing_paths
-from ratchet.spec import ScopeSpec, matches
+from ratchet.specmodel import ScopeSpec, matches
 
 if TYPE_CHECKING:
     from ratchet.workspace import Change

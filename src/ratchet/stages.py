@@ -21,7 +21,8 @@ from ratchet.decisions import NO_MEASUREMENT, Decision
 from ratchet.environment import Redactor
 from ratchet.errors import machine_failure
 from ratchet.events import ExperimentDecided, Observer, StageStarted
-from ratchet.journal import ExperimentRecord, Journal, RunCounts, RunRecord
+from ratchet.journal import Journal, RunCounts
+from ratchet.journalrecords import ExperimentRecord, RunRecord
 from ratchet.judging import Judge
 from ratchet.limits import Limits
 from ratchet.measure import Measurement
@@ -29,7 +30,7 @@ from ratchet.proposers import Outcome, ProposalError, Proposer
 from ratchet.results import append_tsv
 from ratchet.scheduler import Scheduler, Stopped
 from ratchet.scope import scope_why
-from ratchet.spec import Spec
+from ratchet.specmodel import Spec
 from ratchet.workspace import GitError, Slot
 
 MAX_REBASES = 3  # a would-be keep chasing an incumbent that keeps moving is `stale` after these

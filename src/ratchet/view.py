@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ratchet.decisions import style_of
 from ratchet.events import Event, ExperimentDecided, RunStarted, RunStopped, StageStarted
-from ratchet.journal import ExperimentRecord
+from ratchet.journalrecords import ExperimentRecord
 from ratchet.plaintext import one_line, visible
 
 RECENT = 8

@@ -20,7 +20,7 @@ from pygit2.enums import CheckoutStrategy, DiffOption, FileStatus, ResetMode
 from ratchet.plaintext import visible
 from ratchet.regions import region_violation
 from ratchet.scope import describe_size, inspect_worktree, links_and_special_files
-from ratchet.spec import ScopeSpec, matches
+from ratchet.specmodel import ScopeSpec, matches
 
 STATE_DIR = ".ratchet"
 SLOTS_DIR = f"{STATE_DIR}/slots"

@@ -2,7 +2,7 @@
 OpenAPI schema), and a server-sent event stream per run.
 
 It reads the journal read-only, per request (`runview.reading`), and writes only
-through `governance.record_verdict`, as `ratchet review approve|reject` does. Pages are
+through `approvals.record_verdict`, as `ratchet review approve|reject` does. Pages are
 Jinja2 templates with autoescape on; the page script builds the DOM with `textContent`
 only. Nothing is loaded from the network.
 

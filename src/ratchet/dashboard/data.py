@@ -11,7 +11,8 @@ from typing import Any
 from ratchet import runview
 from ratchet.dashboard.tally import Tallies
 from ratchet.errors import UsageError
-from ratchet.journal import ExperimentRecord, Journal, RunRecord
+from ratchet.journal import Journal
+from ratchet.journalrecords import ExperimentRecord, RunRecord
 from ratchet.runview import reading
 
 OUTPUT_TAIL = 200  # lines of a measurement's output shown
@@ -229,8 +230,8 @@ def keeps(root: Path, name: str) -> dict[str, Any]:
 def verdict(root: Path, experiment_id: int, approve: bool, note: str) -> dict[str, Any]:
     """Approve or reject a keep through governance, as `ratchet review` does: the
     `approvals` and `audit` tables record it."""
+    from ratchet.approvals import identity, record_verdict
     from ratchet.engine import open_journal
-    from ratchet.governance import identity, record_verdict
 
     journal = open_journal(root)
     try:

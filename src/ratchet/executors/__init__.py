@@ -14,7 +14,7 @@ from typing import Protocol
 from ratchet.measure import Measurement, measure_candidate
 from ratchet.restore import GitPristine
 from ratchet.sandbox import Sandbox
-from ratchet.spec import MetricSpec, Spec
+from ratchet.specmodel import MetricSpec, Spec
 from ratchet.workspace import Slot
 
 Redact = Callable[[str], str]

@@ -43,7 +43,8 @@ from ratchet.integrity import compare_digests, digest_protected
 from ratchet.measure import Measurement, measure_candidate
 from ratchet.restore import FolderPristine, GitPristine, Pristine
 from ratchet.sandbox import ProcessSandbox, Sandbox, pidfile_for
-from ratchet.spec import MetricSpec, Spec, SpecError
+from ratchet.spec import SpecError
+from ratchet.specmodel import MetricSpec, Spec
 from ratchet.workspace import Slot
 
 SCHEDULING_ALLOWANCE = 600.0  # seconds a task may wait for a node, on top of its budgets

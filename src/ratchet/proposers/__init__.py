@@ -13,7 +13,7 @@ from ratchet.proposers.base import (
     Proposer,
     ProposerContext,
 )
-from ratchet.spec import ProposerSpec
+from ratchet.specmodel import ProposerSpec
 
 __all__ = [
     "Cost",

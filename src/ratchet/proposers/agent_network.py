@@ -22,7 +22,7 @@ from pathlib import Path
 from ratchet.sandbox import Sandbox
 from ratchet.sandbox.bwrap import BwrapSandbox
 from ratchet.sandbox.forward import BRIDGE, Endpoint, EndpointForwarder, bridge_command
-from ratchet.spec import ProposerSpec
+from ratchet.specmodel import ProposerSpec
 
 DEFAULT_ENDPOINTS = {"claude-code": "https://api.anthropic.com",
                      "codex": "https://api.openai.com/v1"}  # fmt: skip

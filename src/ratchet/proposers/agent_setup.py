@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ratchet.environment import is_secret_name
-from ratchet.spec import ProposerSpec
+from ratchet.specmodel import ProposerSpec
 
 PROGRAMS = {"claude-code": ("claude", "Claude Code"), "codex": ("codex", "Codex CLI"),
             "aider": ("aider", "aider")}  # fmt: skip

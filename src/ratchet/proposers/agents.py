@@ -45,7 +45,7 @@ from ratchet.proposers.agent_setup import (
 from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
 from ratchet.safeio import Refused, read_capped, remove_entry, write_file
 from ratchet.sandbox import Sandbox, pidfile_for
-from ratchet.spec import ProposerSpec, matches
+from ratchet.specmodel import ProposerSpec, matches
 
 OUTPUT_FILE = ".ratchet-agent-output"  # the CLI's stdout, whole (the sandbox caps output)
 MAX_DIRECTIVE = 30_000  # characters; the prompt travels on one command line (128 KiB)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ratchet.journal import ExperimentRecord
+from ratchet.journalrecords import ExperimentRecord
 from ratchet.sandbox import Sandbox
-from ratchet.spec import Spec
+from ratchet.specmodel import Spec
 
 
 class ProposalError(Exception):

@@ -32,7 +32,7 @@ from ratchet.proposers.providers import (
 )
 from ratchet.regions import region_violation
 from ratchet.safeio import ProposerTree, Refused, split_relative
-from ratchet.spec import matches
+from ratchet.specmodel import matches
 from ratchet.suite.traces import SealedTrial, list_trials, read_trace
 
 SYSTEM = """You improve a program inside a loop that measures every change you make.

@@ -26,7 +26,7 @@ from pathlib import Path
 from ratchet import workspace
 from ratchet.errors import UsageError
 from ratchet.proposers.base import Outcome, Proposal, ProposalError, Proposer, ProposerContext
-from ratchet.spec import ProposerSpec
+from ratchet.specmodel import ProposerSpec
 
 
 class PortfolioProposer:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from ratchet.spec import ProposerSpec, SpecError
+from ratchet.spec import SpecError
+from ratchet.specmodel import ProposerSpec
 
 REPLY_MAX_TOKENS = 8192  # Anthropic requires a cap on each reply
 DEFAULT_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}

@@ -30,7 +30,7 @@ from ratchet.errors import UsageError
 from ratchet.integrity import expand_patterns
 from ratchet.sandbox.bwrap_root import PRIVATE, inside, sockets_in, system_root, toolchain_paths
 from ratchet.sandbox.process import ProcessResult, limit_resources, run_process
-from ratchet.spec import GLOB_FLAGS
+from ratchet.specmodel import GLOB_FLAGS
 
 NOBODY = 65534  # the uid and gid the command runs as inside the user namespace
 # One argument to /bin/sh -c may not exceed 128 KiB (MAX_ARG_STRLEN); past this many

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ratchet.spec import SuiteSpec
+from ratchet.specmodel import SuiteSpec
 from ratchet.suite.harbor import run_harbor
 from ratchet.suite.local import model_env
 from ratchet.suite.runners import TrialRequest

@@ -41,7 +41,8 @@ from ratchet.environment import Redactor, child_environment
 from ratchet.private import write_private
 from ratchet.sandbox import ProcessResult, Sandbox, kill_leftover
 from ratchet.sandbox.bwrap import BwrapSandbox
-from ratchet.spec import SpecError, SuiteSpec
+from ratchet.spec import SpecError
+from ratchet.specmodel import SuiteSpec
 from ratchet.suite.runners import RunnerContext, TrialRequest, register_runner
 from ratchet.suite.tasks import NOT_COPIED, TEST_SCRIPT, Task
 from ratchet.suite.trials import (

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ratchet.sandbox import Sandbox
-from ratchet.spec import Spec, SpecError
+from ratchet.spec import SpecError
+from ratchet.specmodel import Spec
 from ratchet.suite.tasks import Task
 from ratchet.suite.trials import TrialResult
 

@@ -18,7 +18,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ratchet.spec import SpecError, SuiteSpec
+from ratchet.spec import SpecError
+from ratchet.specmodel import SuiteSpec
 from ratchet.suite.trials import Split as Split  # re-exported: callers import it from here
 
 INSTRUCTION = "instruction.md"
