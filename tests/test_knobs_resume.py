@@ -1,13 +1,9 @@
 """A resumed `knobs` run: its study holds a bounded window of the history (the newest and
-the best trials), optuna is imported while the start waits on git and the journal, and
-telling an outcome copies nothing that grows with the study."""
+the best trials), and telling an outcome copies nothing that grows with the study."""
 
 from __future__ import annotations
 
-import importlib
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,13 +14,11 @@ from test_knobs import _proposer, _record
 
 from conftest import GIT_ENV, make_project, ratchet
 from ratchet import engine as engine_module
-from ratchet import proposers
 from ratchet.engine import Engine, open_journal
 from ratchet.journal import Journal
 from ratchet.limits import Limits
 from ratchet.project import Project
 from ratchet.proposers import Outcome
-from ratchet.spec import parse_spec
 
 SPEC = f"""
 [sandbox]
@@ -147,58 +141,3 @@ def test_telling_an_outcome_copies_no_trial(
     assert copies == []
     told = proposer.study.get_trials(deepcopy=False)
     assert [t.value for t in told] == [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
-
-
-PRELOAD = """
-import sys, threading
-from ratchet import proposers
-from ratchet.spec import parse_spec
-
-def spec(proposer):
-    return parse_spec({"scope": {"editable": ["v.py"]}, "metric": {"command": "x", "name": "m"},
-                       "proposer": proposer}, "t").proposer
-
-command = spec({"kind": "command", "command": "true"})
-knobs = spec({"kind": "knobs"})
-print("before", "optuna" in sys.modules)
-print("command", [t.name for t in proposers.preload(command)])
-started = proposers.preload(knobs)
-print("knobs", [t.name for t in started])
-print("again", [t.name for t in proposers.preload(knobs)])
-for thread in started:
-    thread.join()
-print("after", "optuna" in sys.modules, "ratchet.proposers.knobs" in sys.modules)
-"""
-
-
-def test_the_knobs_library_is_imported_in_the_background_once() -> None:
-    done = subprocess.run([sys.executable, "-c", PRELOAD], capture_output=True, text=True,
-                          timeout=120, check=True)  # fmt: skip
-    assert done.stdout.splitlines() == [
-        "before False",
-        "command []",
-        "knobs ['ratchet-import-knobs']",
-        "again []",
-        "after True True",
-    ]
-    assert done.stderr == ""
-
-
-def test_a_portfolio_preloads_its_knobs_member(monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = parse_spec(
-        {"scope": {"editable": ["v.py"]}, "metric": {"command": "x", "name": "m"},
-         "proposer": {"kind": "portfolio", "members": [
-             {"kind": "command", "command": "true"}, {"kind": "knobs"}]}},
-        "t",
-    ).proposer  # fmt: skip
-    monkeypatch.setattr(proposers, "_preloading", {})
-    monkeypatch.setattr(proposers, "HEAVY_IMPORTS", {"knobs": "ratchet_test_absent_module"})
-    started = proposers.preload(spec)
-    assert [t.name for t in started] == ["ratchet-import-knobs"]
-    failures: list[threading.ExceptHookArgs] = []
-    monkeypatch.setattr(threading, "excepthook", failures.append)
-    for thread in started:
-        thread.join()
-    assert failures == []  # a failed import is not reported from the background ...
-    with pytest.raises(ModuleNotFoundError):  # ... but where the proposer imports it
-        importlib.import_module("ratchet_test_absent_module")

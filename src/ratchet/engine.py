@@ -27,7 +27,7 @@ from ratchet.judging import Judge, NoiseReport
 from ratchet.limits import Limits, stop_reason
 from ratchet.policy import policy_for
 from ratchet.private import create_private, private_dir, write_private
-from ratchet.proposers import Proposer, ProposerContext, make_proposer, preload
+from ratchet.proposers import Proposer, ProposerContext, make_proposer
 from ratchet.results import export_tsv
 from ratchet.runs import open_run, reconcile_branch, run_lock
 from ratchet.safeio import read_directive
@@ -203,8 +203,6 @@ class Engine(ExperimentStages):
                 raise
 
     def _run(self) -> RunStopped:
-        if self.own_proposer is None:  # its library imported while the start waits on git
-            preload(self.spec.proposer)
         run, incumbent = self._prepare()
         self.observe(self.started)
         reason = "stopped"

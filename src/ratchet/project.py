@@ -284,10 +284,6 @@ class Run:
         a proposer that cannot start) in the calling thread. Starting twice is a no-op."""
         if self._task.started:
             return self
-        if self._proposer is None:  # the spec's proposer's library, imported meanwhile
-            from ratchet.proposers import preload
-
-            preload(self.project.spec.proposer)
         self._task.start(self._work, f"ratchet-run-{self.name}", self._end)
         self._task.ready.wait()
         if self._task.failed:
