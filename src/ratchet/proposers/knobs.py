@@ -18,6 +18,7 @@ study starts again over the new knobs, from the incumbent.
 from __future__ import annotations
 
 import ast
+import heapq
 import json
 import re
 import threading
@@ -34,7 +35,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.samplers import TPESampler
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from ratchet.proposers.base import Outcome, Proposal, ProposalError, ProposerContext
 from ratchet.safeio import Refused, read_capped, write_file
@@ -245,58 +246,72 @@ class KnobsProposer:
         self._new_study()
         value = json.loads(brief_path.read_text())["incumbent"]["value"]
         if value is not None:
-            self._add(read_values(worktree, found), value, failed=False)
+            self._add(read_values(worktree, found), value)
 
     def _replay(self, context: ProposerContext) -> None:
-        """Tell the study the incumbent's values and every earlier knobs trial."""
+        """Tell the study the incumbent's values and the earlier knobs trials the engine
+        passes (a bounded window: the recent and the best ones), in one batch."""
+        told: list[tuple[dict[str, Any], float | None]] = []
         incumbent = next((r for r in reversed(context.history) if r.decision == "keep"), None)
-        current = read_values(context.worktree, self.knobs)
         if incumbent is not None and incumbent.value is not None:
-            self._told(current, incumbent.value)
-        for record in context.history:  # bounded: the recent and best ones (see engine)
+            told.append((read_values(context.worktree, self.knobs), incumbent.value))
+        for record in context.history:
             params = record.meta.get("params")
             if record.proposer != self.name or not isinstance(params, dict):
                 continue
             if record.decision in MEASURED and record.value is not None:
-                self._told(params, record.value)
+                told.append((params, record.value))
             elif record.decision not in {"no-change", "interrupted", None}:
-                self._told(params, None)
-
-    def _told(self, params: dict[str, Any], value: float | None) -> None:
-        """An outcome (None: a failure) for the study, remembered for a later one."""
-        self._remember(params, value)
-        self._add(params, value, failed=value is None)
+                told.append((params, None))
+        self.recent.extend(told)
+        measured = [(params, value) for params, value in told if value is not None]
+        self.best = self._best_of([*self.best, *measured])
+        self._add_all(told)
 
     def _remember(self, params: dict[str, Any], value: float | None) -> None:
+        """An outcome remembered for a later study (the newest and the best ones)."""
         self.recent.append((params, value))
         if value is not None:
-            self.best.append((params, value))
-            self.best.sort(key=lambda told: told[1], reverse=self.goal == "maximize")
-            del self.best[STUDY_BEST:]
+            self.best = self._best_of([*self.best, (params, value)])
+
+    def _best_of(
+        self, measured: list[tuple[dict[str, Any], float]]
+    ) -> list[tuple[dict[str, Any], float]]:
+        best = heapq.nsmallest if self.goal == "minimize" else heapq.nlargest
+        return best(STUDY_BEST, measured, key=lambda told: told[1])
 
     def _restart_if_full(self) -> None:
         """A study past `STUDY_LIMIT` trials starts again from the remembered outcomes;
         trials asked of the old one and still measuring are dropped when told."""
-        if len(self.study.trials) < STUDY_LIMIT:
-            return
+        if len(self.study.get_trials(deepcopy=False)) < STUDY_LIMIT:
+            return  # (`study.trials` would copy every trial, at every outcome)
         self._new_study()
         told = {id(params): (params, value) for params, value in [*self.best, *self.recent]}
-        for params, value in told.values():
-            self._add(params, value, failed=value is None)
+        self._add_all(list(told.values()))
 
-    def _add(self, params: dict[str, Any], value: float | None, failed: bool) -> None:
+    def _add_all(self, told: list[tuple[dict[str, Any], float | None]]) -> None:
+        """Outcomes (None: a failure) added to the study as finished trials, at once."""
+        self.study.add_trials(
+            trial for params, value in told if (trial := self._trial(params, value)) is not None
+        )
+
+    def _add(self, params: dict[str, Any], value: float | None) -> None:
+        self._add_all([(params, value)])
+
+    def _trial(self, params: dict[str, Any], value: float | None) -> FrozenTrial | None:
+        """A finished trial of `params`; None when it no longer describes a point of the
+        study's space (the knobs changed, or a value is outside a re-annotated range)."""
         if set(params) != set(self.distributions):
-            return  # the knobs changed since: this trial no longer describes a point
+            return None
         try:
-            trial = create_trial(
+            return create_trial(
                 params=params,
                 distributions=self.distributions,
-                value=None if failed else value,
-                state=TrialState.FAIL if failed else TrialState.COMPLETE,
+                value=value,
+                state=TrialState.FAIL if value is None else TrialState.COMPLETE,
             )
-            self.study.add_trial(trial)
         except ValueError:
-            pass  # a value outside today's range: the knob was re-annotated
+            return None
 
     def propose(self, worktree: Path, brief_path: Path) -> Proposal:
         with self.lock:
