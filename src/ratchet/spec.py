@@ -36,6 +36,7 @@ from ratchet.specmodel import Size as Size
 from ratchet.specmodel import Spec as Spec
 from ratchet.specmodel import SuiteSpec as SuiteSpec
 from ratchet.specmodel import matches as matches
+from ratchet.specmodel import matching as matching
 from ratchet.specmodel import parse_duration as parse_duration
 from ratchet.specmodel import parse_size as parse_size
 
@@ -132,14 +133,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def check_files(spec: Spec, files: list[str], source: str = SPEC_FILE) -> None:
     """The files the spec names exist, and the scope is neither empty nor protected."""
     present = set(files)
-    editable = [f for f in files if matches(f, spec.scope.editable)]
+    editable = matching(files, spec.scope.editable)
     if not editable:
         raise SpecError(
             f"{source}: [scope] editable {spec.scope.editable} matches no file; the scope is empty"
         )
     from ratchet.integrity import expand_patterns
 
-    clash = [f for f in editable if matches(f, expand_patterns(spec.scope.protected))]
+    clash = matching(editable, expand_patterns(spec.scope.protected))
     if clash:
         raise SpecError(f"{source}: [scope] {clash[0]} is both editable and protected")
     if spec.suite is not None and spec.suite.agent_file not in editable:

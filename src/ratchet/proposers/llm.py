@@ -32,7 +32,7 @@ from ratchet.proposers.providers import (
 )
 from ratchet.regions import region_violation
 from ratchet.safeio import ProposerTree, Refused, split_relative
-from ratchet.specmodel import matches
+from ratchet.specmodel import matches, matching
 from ratchet.suite.traces import SealedTrial, list_trials, read_trace
 
 SYSTEM = """You improve a program inside a loop that measures every change you make.
@@ -245,7 +245,7 @@ class LLMProposer:
         brief = json.loads(brief_path.read_text())
         tree = ProposerTree(worktree, self.scope, self.files)
         shown = "\n\n".join(f"--- {f}\n{self._shown(tree, f)}"
-                             for f in self.files if matches(f, self.scope.editable))  # fmt: skip
+                             for f in matching(self.files, self.scope.editable))  # fmt: skip
         regions = "".join(
             f"\nIn {path}, {rule}." for path, rule in self.scope.describe_regions().items()
         )
