@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, Protocol
 
-from ratchet.noise_model import TREND_MIN_DF, Noise, NoiseModel, Samples
+# the noise model lived here; these names are still imported from ratchet.policy
+from ratchet.noise_model import Noise as Noise
+from ratchet.noise_model import NoiseModel as NoiseModel
+from ratchet.noise_model import Samples as Samples
 from ratchet.noise_model import average as _mean
-
-__all__ = ["TREND_MIN_DF", "Noise", "NoiseModel", "Samples"]  # re-exported: their home was here
 
 Goal = Literal["minimize", "maximize"]
 Verdict = Literal["keep", "discard"]
