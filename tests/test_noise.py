@@ -169,8 +169,11 @@ def test_only_the_incumbents_measurements_enter_the_noise_estimate() -> None:
     assert judgement.candidate[0] == 8.0 and len(judgement.candidate) >= 2
     assert noise.samples("incumbent").values[3:] == judgement.incumbent
     assert set(noise.groups) == {"incumbent"}
-    # 9.8 and 10.1 against 10.1 and 10.0: the futility line ends it at the third look
-    assert "futility at look 3" in judgement.why and "n=3 vs 2 interleaved" in judgement.why
+    # 8.0, 9.8 and 10.1 against the incumbent's latest 5 (10.1 and 10.0 the fresh ones):
+    # the futility line ends it at the third look
+    assert (
+        "futility at look 3" in judgement.why and "n=3 vs the incumbent's latest 5" in judgement.why
+    )
     assert " se " in judgement.why and " sd " in judgement.why
 
 

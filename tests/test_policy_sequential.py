@@ -8,6 +8,7 @@ the winner's curse.
 
 from __future__ import annotations
 
+import math
 import random
 
 from ratchet.policy import Judgement, NoiseAware, NoiseModel, compare
@@ -41,12 +42,11 @@ def test_false_keeps_stay_under_alpha_across_all_looks() -> None:
     for _ in range(trials):
         noise = known_noise(rng)
         keeps += trial(noise, rng, 0.0, [0.0, 0.0], policy).verdict == "keep"
-    # the bound is alpha = 0.05 per trial (200 of 4000), whatever look crosses. The
-    # boundary is computed to spend that alpha, not to waste it (Bonferroni over the
-    # looks kept about a fifth of it, and paid for it in power); a test at one look per
-    # measurement without spending (the policy before issue 11) keeps several times alpha.
-    assert keeps <= trials * policy.alpha
-    assert keeps > trials * policy.alpha / 3
+    # the bound is alpha = 0.05 per trial (200 of 4000), whatever look crosses, with three
+    # binomial sds for the simulation's own spread. Here the screen and the futility
+    # stops end most nulls early, so far fewer are kept; test_policy_step.py shows that
+    # the boundary spends the whole of alpha when a stale reference lets every null on.
+    assert keeps <= trials * policy.alpha + 3 * math.sqrt(trials * policy.alpha * policy.confidence)
 
 
 def test_a_favourable_trend_does_not_make_false_keeps() -> None:

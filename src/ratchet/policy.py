@@ -10,18 +10,21 @@ noise-aware test is a group-sequential one (see docs/policy.md for the proof ske
   that were not selected on their value: repeated measurements of incumbents (the
   baseline, `ratchet noise`, those taken while a candidate is tested, each keep's
   confirmation);
-- look 1, the screen: one measurement against the incumbent's latest ones, a futility
-  stop only (it can discard, never keep);
-- looks 2, 3, ...: C I C I C ..., the candidate's mean against the incumbent's fresh
-  measurements, interleaved so that their time centroids coincide and a trend cancels;
-  a candidate's own spread, when larger, replaces the pooled sd in its se, and no keep
-  rests on one measurement;
+- futility, at every look (look 1 is the screen): the candidate's mean against the
+  incumbent's latest measurements, the fresh ones among them; it can discard, never
+  keep, so a stale reference (a drift, a step in the machine's speed) costs
+  measurements but cannot pass a null;
+- the keep, from look 2: C I C I C ..., the candidate's mean against the incumbent's
+  fresh measurements alone, interleaved so that their time centroids coincide and a
+  trend cancels; a candidate's own spread, when larger, replaces the pooled sd in its
+  se, and no keep rests on one measurement;
 - the boundary is the same t quantile at every look, its level computed (by simulating
   this very test) so that pure noise crosses at any look with probability at most
-  alpha: a Pocock-type boundary with the futility stops binding;
+  alpha: a Pocock-type boundary, the futility stops not counted (a stale reference
+  may stop none);
 - a keep is recorded at fresh confirmation measurements, not at the values that won it.
 
-This module imports nothing of ratchet, and numpy and scipy only when a test needs them.
+This module imports only ratchet.noise_model, and numpy and scipy only when a test needs them.
 """
 
 from __future__ import annotations
@@ -29,9 +32,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, Protocol
+
+# the noise model lived here; these names are still imported from ratchet.policy
+from ratchet.noise_model import Noise as Noise
+from ratchet.noise_model import NoiseModel as NoiseModel
+from ratchet.noise_model import Samples as Samples
+from ratchet.noise_model import average as _mean
 
 Goal = Literal["minimize", "maximize"]
 Verdict = Literal["keep", "discard"]
@@ -43,7 +52,6 @@ SCREEN_WINDOW = 6  # the incumbent's latest measurements, the screen's reference
 OWN_SPREAD_N = 3  # from this many measurements a candidate's own spread can widen its se
 MIN_KEEP_N = 2  # no keep on one measurement: one outlier must not carry it
 CONFIRMATIONS = 1  # fresh measurements of a keep, at which it is recorded
-TREND_MIN_DF = 10  # the trend is taken out of the sd from this many degrees of freedom
 
 
 def improvement(candidate: float, incumbent: float, goal: Goal) -> float:
@@ -69,10 +77,11 @@ def nominal_level(alpha: float, looks: int) -> float:
 
     A Pocock-type boundary computed by simulation (fixed seed, so the same everywhere) of
     the test with a known sd: at look k >= 2, z_k = (mean of k candidate draws - mean of
-    k - 1 incumbent draws) / sqrt(1/k + 1/(k-1)); the futility stops from look 2 on are
-    binding (they are always applied); the screen is left out (a stale reference could
-    let anything through it), which only makes the bound conservative. The margin covers
-    the simulation's own error; the t quantile at this level covers the estimated sd.
+    k - 1 incumbent draws) / sqrt(1/k + 1/(k-1)). The screen and the futility stops are
+    left out: they compare with the incumbent's latest measurements, which a step in the
+    machine's speed can make stale enough to stop no null, and otherwise they only lower
+    the rate. The margin covers the simulation's own error; the t quantile at this level
+    covers the estimated sd.
     """
     import numpy as np
 
@@ -83,13 +92,7 @@ def nominal_level(alpha: float, looks: int) -> float:
     fresh = np.cumsum(rng.standard_normal((sims, looks)), axis=1) / k
     z = np.full((sims, looks), -np.inf)
     z[:, 1:] = (candidate[:, 1:] - fresh[:, :-1]) / np.sqrt(1 / k[1:] + 1 / k[:-1])
-    alive = np.ones(sims, dtype=bool)
-    best = np.full(sims, -np.inf)
-    for j in range(looks):
-        if j + 1 >= MIN_KEEP_N:
-            best = np.where(alive, np.maximum(best, z[:, j]), best)
-        if j >= 1:  # the screen (look 1) is left out: a stale reference may pass anything
-            alive &= z[:, j] >= FUTILITY_T + FUTILITY_STEP * j
+    best = np.max(z[:, MIN_KEEP_N - 1 :], axis=1)  # futility is not counted: see above
     # the order statistic two binomial sds beyond alpha's: a boundary the truth lies under
     expected = alpha * sims
     rank = max(int(expected - 2 * math.sqrt(expected)), 1)
@@ -101,138 +104,6 @@ def nominal_level(alpha: float, looks: int) -> float:
 
 def _fmt(value: float) -> str:
     return f"{value:.6g}"
-
-
-def _mean(values: list[float] | tuple[float, ...]) -> float:
-    return sum(values) / len(values)
-
-
-@dataclass(frozen=True)
-class Samples:
-    """Measured values of one commit's metric."""
-
-    values: tuple[float, ...]
-
-    @property
-    def mean(self) -> float:
-        return _mean(self.values)
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-
-@dataclass(frozen=True)
-class Noise:
-    """The standard deviation of one measurement, pooled over repeated measurements."""
-
-    sd: float | None  # None until some commit has been measured twice
-    df: int  # degrees of freedom behind the estimate
-
-    @property
-    def deterministic(self) -> bool:
-        """Every repeat so far agreed exactly (confirmed again at every keep)."""
-        return self.sd == 0 and self.df >= 1
-
-
-@dataclass
-class _Group:
-    """One commit's repeated measurements, centred sums kept current (see NoiseModel)."""
-
-    values: list[float] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    ss: float = 0.0  # sum of squares of the values about their mean
-    stt: float = 0.0  # ... of the times about theirs
-    sty: float = 0.0  # cross products
-
-    def add(self, value: float, at: float) -> None:
-        self.values.append(value)
-        self.times.append(at)
-        y, t = _mean(self.values), _mean(self.times)
-        self.stt = sum((u - t) ** 2 for u in self.times)
-        if max(self.values) == min(self.values):  # exactly: a mean can round off
-            self.ss = self.sty = 0.0
-            return
-        self.ss = sum((v - y) ** 2 for v in self.values)
-        self.sty = sum((u - t) * (v - y) for u, v in zip(self.times, self.values, strict=True))
-
-
-@dataclass
-class NoiseModel:
-    """Repeated measurements of the same commit, pooled within commits, with a common trend.
-
-    The model: a measurement is its commit's level + slope x time + noise, with time the
-    `clock` (a count of measurements). Pooling within commits gives the sd of one
-    measurement and the slope (a drift of the machine, say), both independent of every
-    commit's mean; `compare` uses them to set the incumbent's level at the candidate's time.
-
-    Only measurements whose inclusion did not depend on their own value belong here
-    (an incumbent's, never a candidate's: a candidate is re-measured after a good draw).
-    A value on a seed its group already has is not a new draw and is left out. Totals
-    are kept up to date, so an estimate costs the same after 100,000 experiments.
-    """
-
-    clock: float = 0.0
-    _groups: dict[str, _Group] = field(default_factory=dict)
-    _seeds: dict[str, set[int]] = field(default_factory=dict)
-    _ss: float = 0.0
-    _stt: float = 0.0
-    _sty: float = 0.0
-    _df: int = 0
-
-    def tick(self) -> float:
-        """The time of a measurement taken now (every measurement should take one)."""
-        self.clock += 1
-        return self.clock
-
-    @property
-    def groups(self) -> dict[str, list[float]]:
-        return {key: group.values for key, group in self._groups.items()}
-
-    def add(self, key: str, value: float, seed: int | None = None, at: float | None = None) -> bool:
-        """Add a value measured at `at` (by default now); False on a seed seen before."""
-        at = self.tick() if at is None else at
-        if seed is not None:
-            seeds = self._seeds.setdefault(key, set())
-            if seed in seeds:
-                return False
-            seeds.add(seed)
-        group = self._groups.setdefault(key, _Group())
-        self._ss -= group.ss
-        self._stt -= group.stt
-        self._sty -= group.sty
-        group.add(value, at)
-        self._ss += group.ss
-        self._stt += group.stt
-        self._sty += group.sty
-        self._df += 1 if len(group.values) > 1 else 0
-        return True
-
-    def samples(self, key: str) -> Samples:
-        group = self._groups.get(key)
-        return Samples(tuple(group.values if group else ()))
-
-    def centroid(self, key: str) -> float:
-        """The mean time of a commit's measurements."""
-        return _mean(self._groups[key].times)
-
-    @property
-    def trend(self) -> tuple[float, float]:
-        """The common slope per unit of time, and the times' pooled sum of squares."""
-        if self._stt <= 0:
-            return 0.0, 0.0
-        return self._sty / self._stt, self._stt
-
-    @property
-    def estimate(self) -> Noise:
-        """The sd about each commit's level, and about the trend once it is affordable: a
-        drift then no longer inflates the sd (the trend costs one df)."""
-        df, ss = self._df, max(self._ss, 0.0)
-        if df == 0:
-            return Noise(None, 0)
-        if df >= TREND_MIN_DF and self._stt > 0:
-            df, ss = df - 1, max(ss - self._sty**2 / self._stt, 0.0)
-        return Noise(math.sqrt(ss / df), df)
 
 
 @dataclass(frozen=True)
@@ -403,14 +274,21 @@ def _look(noise: NoiseModel, theirs: list[float], theirs_at: list[float],
     return Look(delta, math.sqrt(variance), level, len(theirs), shift)
 
 
-def _screen(noise: NoiseModel, incumbent: str, first: float, goal: Goal) -> Look:
-    """The first measurement against the incumbent's latest ones: a futility stop only."""
+def _recent(noise: NoiseModel, incumbent: str, mine: list[float], goal: Goal) -> Look:
+    """The candidate's mean against the incumbent's latest measurements (the fresh ones
+    among them): for futility only, it can discard, never keep. At look 1 it is the screen.
+
+    No trend correction: an uncertain trend would widen the se, and a wider se makes a
+    futility stop more likely, not less; a drift makes this reference stale, which costs
+    measurements (in the favourable direction it stops fewer candidates), never a keep.
+    """
     sd = noise.estimate.sd
     assert sd is not None
     recent = noise.samples(incumbent).values[-SCREEN_WINDOW:]
     level = _mean(recent)
-    return Look(improvement(first, level, goal), sd * math.sqrt(1 + 1 / len(recent)), level,
-                len(recent), 0.0)  # fmt: skip
+    own = statistics.stdev(mine) if len(mine) >= OWN_SPREAD_N else 0.0
+    se = math.sqrt(max(sd, own) ** 2 / len(mine) + sd**2 / len(recent))
+    return Look(improvement(_mean(mine), level, goal), se, level, len(recent), 0.0)
 
 
 def _sequential(
@@ -446,18 +324,15 @@ def _sequential(
             mine_at.append(noise.tick())
         estimate = noise.estimate
         assert estimate.sd is not None
-        if theirs:
-            look = _look(noise, theirs, theirs_at, mine, mine_at, goal)
-        else:
-            look = _screen(noise, incumbent, first, goal)
+        recent = _recent(noise, incumbent, mine, goal)
+        look = _look(noise, theirs, theirs_at, mine, mine_at, goal) if theirs else recent
         bound = policy.boundary(estimate.df)
+        noise_facts = f"sd {estimate.sd:.3g} of one measurement, {estimate.df} df"
         trend = f", trend {look.shift:+.3g}" if look.shift else ""
-        against = (f"{look.n} interleaved{trend}" if theirs else
-                   f"the incumbent's latest {look.n}")  # fmt: skip
         facts = (f"t = delta {look.delta:.4g} / se {look.se:.3g} = {look.t:.2f}; n={len(mine)} vs "
-                 f"{against}; sd {estimate.sd:.3g} of one measurement, {estimate.df} df")  # fmt: skip
+                 f"{look.n} interleaved{trend}; {noise_facts}")  # fmt: skip
         change = f"{metric} {_fmt(look.incumbent)} -> {_fmt(_mean(mine))}"
-        if look.t >= bound and len(mine) >= MIN_KEEP_N:
+        if theirs and look.t >= bound and len(mine) >= MIN_KEEP_N:
             if look.delta <= policy.min_delta:
                 why = (f"discarded: {change} is significant ({facts}; t >= {bound:.2f}) but "
                        f"delta {look.delta:.4g} is not above min_delta {policy.min_delta:g}")  # fmt: skip
@@ -466,12 +341,17 @@ def _sequential(
                             f"{policy.looks} at alpha {policy.alpha:g})", mine, theirs, old,
                             confirm)  # fmt: skip
         new = not theirs and noise.samples(incumbent).n < SCREEN_MIN_N  # no screen then
-        futile = look.t < policy.futility(k) and not new
-        if futile or k == policy.max_measurements:
+        futile = recent.t < policy.futility(k) and not new
+        if futile:
+            # decided on the incumbent's latest measurements, the fresh ones among them
             what = "screen" if not theirs else "futility"
-            reason = (f"t < {policy.futility(k):.2f}, {what} at look {k}" if futile else
-                      f"t < {bound:.2f} at the last look")  # fmt: skip
-            why = f"discarded: {change} ({facts}; {reason})"
+            why = (f"discarded: {metric} {_fmt(recent.incumbent)} -> {_fmt(_mean(mine))} (t = "
+                   f"delta {recent.delta:.4g} / se {recent.se:.3g} = {recent.t:.2f}; n={len(mine)}"
+                   f" vs the incumbent's latest {recent.n}; {noise_facts}; t < "
+                   f"{policy.futility(k):.2f}, {what} at look {k})")  # fmt: skip
+            return Judgement("discard", why, tuple(mine), tuple(theirs), reference=old)
+        if k == policy.max_measurements:
+            why = f"discarded: {change} ({facts}; t < {bound:.2f} at the last look)"
             return Judgement("discard", why, tuple(mine), tuple(theirs), reference=old)
     raise AssertionError("max_measurements is at least 1")
 
