@@ -66,7 +66,7 @@ def test_ratchet_noise_measures_the_incumbent_and_stores_the_estimate(tmp_path: 
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["n"] == 8
-    assert 0.3 < report["sd"] < 2.0  # N(0, 1) noise, eight draws
+    assert 0.15 < report["sd"] < 2.5  # N(0, 1) noise, eight draws: outside about 1 in 10^5
     assert report["low"] < report["mean"] < report["high"]
     assert report["pooled_df"] == 7
     assert report["smallest_detectable"] > report["pooled_sd"]

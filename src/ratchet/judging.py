@@ -167,7 +167,7 @@ class Judge:
                     "deterministic while every repeat agrees; each keep is measured twice)")  # fmt: skip
         elif noise.sd is not None:
             why += f" (n={samples.n}, sd {noise.sd:.3g} of one measurement, {noise.df} df)"
-        warning = self.warning()
+        warning = self.warning(samples.mean)  # no incumbent in the journal yet: this is it
         if warning:
             why += f"; warning: {warning}"
         tight = budget_warning(self.spec.metric.budget, longest)
@@ -175,8 +175,9 @@ class Judge:
             why += f"; warning: {tight}"
         return Verdict("keep", why, samples.mean, last)
 
-    def warning(self) -> str | None:
-        """A sentence when the noise leaves nothing the run could plausibly keep."""
+    def warning(self, incumbent_value: float | None = None) -> str | None:
+        """A sentence when the noise leaves nothing the run could plausibly keep, measured
+        against `incumbent_value` (the journal's incumbent when not given)."""
         if not isinstance(self.policy, NoiseAware):
             return None
         noise = self.noise.estimate
@@ -190,9 +191,11 @@ class Judge:
             return (f"the smallest improvement this noise lets a keep prove is {smallest:.4g} "
                     f"(sd {noise.sd:.3g}, {noise.df} df), over twice min_delta "
                     f"{self.spec.policy.min_delta:g}; {advice}")  # fmt: skip
-        incumbent = self.journal.incumbent(self.run)
-        if target is not None and incumbent is not None and incumbent.value is not None:
-            left = improvement(target, incumbent.value, metric.goal)
+        if incumbent_value is None:
+            incumbent = self.journal.incumbent(self.run)
+            incumbent_value = incumbent.value if incumbent is not None else None
+        if target is not None and incumbent_value is not None:
+            left = improvement(target, incumbent_value, metric.goal)
             if 0 < left < smallest:
                 return (f"the smallest improvement this noise lets a keep prove is {smallest:.4g} "
                         f"(sd {noise.sd:.3g}, {noise.df} df), more than the {left:.4g} left to "
