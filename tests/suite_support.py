@@ -36,8 +36,8 @@ def run(instruction, workspace):
 
 # The same agent, the same request to the same server and the same report, sent with the
 # standard library: for the tests of what ratchet decides from many trials, where each
-# trial's `import openai` (about 2 s of CPU) would be most of their time. The runs that
-# check the SDK's requests (model, usage, through bwrap's network) keep AGENT.
+# trial's `import openai` (about 2 s of CPU) would be most of their time. The real SDK
+# stays in the runs of test_suite_wiring.py and in the one through bwrap's network.
 STDLIB_AGENT = """
 import os, time
 import json, types, urllib.request

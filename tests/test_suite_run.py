@@ -43,7 +43,7 @@ def test_each_trial_is_recorded_a_missing_reward_is_an_error_and_a_slow_agent_a_
         **task_files("slow", "SLOW: take your time.", PASS_IF_ANSWERED, agent_timeout=1),
     }
     with FakeLLM([]) as task_llm:
-        project = suite_project(tmp_path / "p", tasks, flip_mode("good"))
+        project = suite_project(tmp_path / "p", tasks, flip_mode("good"), files=LIGHT)
         result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
     assert result.returncode == 0, result.stderr
     rows = experiments(project)
