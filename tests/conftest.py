@@ -173,18 +173,15 @@ def layer_or_skip(layer: str) -> None:
 
 # The files of long end-to-end runs (a minute each on a loaded 2-core machine), handed to
 # the xdist workers first: the suite's wall time ends with its last test, and a long run
-# dealt out at the end would leave the other workers idle while it runs. Collection order
-# within a file is kept (test_ray.py's first test must run before its shared cluster).
+# dealt out at the end would leave the other workers idle while it runs. Only files of
+# plain `ratchet run` subprocesses: those sharing a Ray cluster, a docker daemon or a
+# browser keep their place, so that their setup does not meet the busiest minutes.
+# Collection order within a file is kept.
 LONG_RUNS_FIRST = (
     "test_suite_run.py",
     "test_agent_clis_real.py",
     "test_demo.py",
-    "test_dashboard_browser.py",
-    "test_ray_node_loss.py",
     "test_scope_caps.py",
-    "test_docker_layer.py",
-    "test_ray.py",
-    "test_parallel.py",
 )
 
 
