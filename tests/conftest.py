@@ -169,3 +169,22 @@ def layer_or_skip(layer: str) -> None:
         works, why = bwrap_self_check("bwrap", False)
         if not works:
             pytest.skip(f"bubblewrap's self-check failed here: {why}")
+
+
+# The files of long end-to-end runs (a minute each on a loaded 2-core machine), handed to
+# the xdist workers first: the suite's wall time ends with its last test, and a long run
+# dealt out at the end would leave the other workers idle while it runs. Only files of
+# plain `ratchet run` subprocesses: those sharing a Ray cluster, a docker daemon or a
+# browser keep their place, so that their setup does not meet the busiest minutes.
+# Collection order within a file is kept.
+LONG_RUNS_FIRST = (
+    "test_suite_run.py",
+    "test_agent_clis_real.py",
+    "test_demo.py",
+    "test_scope_caps.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(LONG_RUNS_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

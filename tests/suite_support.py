@@ -34,6 +34,37 @@ def run(instruction, workspace):
                       "output_tokens": usage.completion_tokens, "cost_usd": 0.25}}
 """
 
+# The same agent, the same request to the same server and the same report, sent with the
+# standard library: for the tests of what ratchet decides from many trials, where each
+# trial's `import openai` (about 2 s of CPU) would be most of their time. The real SDK
+# stays in the runs of test_suite_wiring.py and in the one through bwrap's network.
+STDLIB_AGENT = """
+import os, time
+import json, types, urllib.request
+
+MODE = "bad"
+
+
+def run(instruction, workspace):
+    request = urllib.request.Request(
+        os.environ["TASK_LLM_URL"] + "/chat/completions",
+        data=json.dumps({"model": "task-model",
+                         "messages": [{"role": "user", "content": instruction}]}).encode(),
+        headers={"Content-Type": "application/json",
+                 "Authorization": "Bearer sk-task-0123456789"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        reply = json.load(response, object_hook=lambda fields: types.SimpleNamespace(**fields))
+    if MODE == "sleep" or "SLOW" in instruction:
+        time.sleep(60)
+    if MODE == "good":
+        with open(os.path.join(workspace, "answer.txt"), "w") as handle:
+            handle.write(reply.choices[0].message.content or "")
+    usage = reply.usage
+    return {"usage": {"input_tokens": usage.prompt_tokens,
+                      "output_tokens": usage.completion_tokens, "cost_usd": 0.25}}
+"""
+
 # the verifier: reward 1 when the agent left answer.txt, else 0 (Harbor's paths via the
 # variables the process layer offers)
 PASS_IF_ANSWERED = """#!/bin/sh

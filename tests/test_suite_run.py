@@ -13,6 +13,7 @@ from suite_support import (
     NO_REWARD,
     PASS_IF_ANSWERED,
     PASS_IF_SILENT,
+    STDLIB_AGENT,
     command_proposer,
     flip_mode,
     suite_project,
@@ -21,6 +22,9 @@ from suite_support import (
 )
 
 from conftest import experiments, layer_or_skip, ratchet
+
+# the agent for the tests that count decisions and trials, not the agent's requests
+LIGHT = {"agent.py": STDLIB_AGENT}
 
 
 def search_tasks(count: int) -> dict[str, str]:
@@ -39,7 +43,7 @@ def test_each_trial_is_recorded_a_missing_reward_is_an_error_and_a_slow_agent_a_
         **task_files("slow", "SLOW: take your time.", PASS_IF_ANSWERED, agent_timeout=1),
     }
     with FakeLLM([]) as task_llm:
-        project = suite_project(tmp_path / "p", tasks, flip_mode("good"))
+        project = suite_project(tmp_path / "p", tasks, flip_mode("good"), files=LIGHT)
         result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
     assert result.returncode == 0, result.stderr
     rows = experiments(project)
@@ -73,7 +77,7 @@ def test_each_trial_is_recorded_a_missing_reward_is_an_error_and_a_slow_agent_a_
 
 def test_a_keep_is_decided_by_the_paired_test(tmp_path: Path) -> None:
     with FakeLLM([]) as task_llm:
-        project = suite_project(tmp_path / "p", search_tasks(6), flip_mode("good"))
+        project = suite_project(tmp_path / "p", search_tasks(6), flip_mode("good"), files=LIGHT)
         result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
     assert result.returncode == 0, result.stderr
     candidate = experiments(project)[1]
@@ -92,7 +96,7 @@ def test_only_the_tasks_that_decide_are_run_again(tmp_path: Path) -> None:
         **task_files("easy-1", "Anything.", ALWAYS_PASS),
     }
     with FakeLLM([]) as task_llm:
-        project = suite_project(tmp_path / "p", tasks, flip_mode("good"))
+        project = suite_project(tmp_path / "p", tasks, flip_mode("good"), files=LIGHT)
         result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
     assert result.returncode == 0, result.stderr
     baseline, candidate = experiments(project)[:2]
@@ -116,7 +120,7 @@ def test_an_overfit_keep_is_caught_by_the_holdout(tmp_path: Path) -> None:
     }
     with FakeLLM([]) as task_llm:
         project = suite_project(
-            tmp_path / "p", tasks, flip_mode("good"), holdout='["held-a", "held-b"]'
+            tmp_path / "p", tasks, flip_mode("good"), holdout='["held-a", "held-b"]', files=LIGHT
         )
         result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
     assert result.returncode == 0, result.stderr
@@ -143,7 +147,7 @@ def test_equal_pass_rates_keep_the_smaller_harness_with_prefer_simpler(tmp_path:
     )
     with FakeLLM([]) as task_llm:
         project = suite_project(
-            tmp_path / "p", search_tasks(3), shrink, extra="prefer_simpler = true"
+            tmp_path / "p", search_tasks(3), shrink, extra="prefer_simpler = true", files=LIGHT
         )
         result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
     assert result.returncode == 0, result.stderr
@@ -176,6 +180,7 @@ def test_a_holdout_instruction_never_reaches_the_meta_model(tmp_path: Path) -> N
             proposer.format(url=meta.base_url),
             holdout='["held"]',
             run="max_experiments = 2",
+            files=LIGHT,
         )
         env = {"TASK_LLM_URL": task_llm.base_url, "META_KEY": "sk-meta-0123456789"}
         result = ratchet(project, "run", env=env)
@@ -202,7 +207,11 @@ def test_max_cost_usd_covers_the_task_agent(tmp_path: Path) -> None:
     """Six baseline trials at $0.25 each pass a $1 cap: no experiment follows."""
     with FakeLLM([]) as task_llm:
         project = suite_project(
-            tmp_path / "p", search_tasks(6), flip_mode("good"), run="max_cost_usd = 1.0"
+            tmp_path / "p",
+            search_tasks(6),
+            flip_mode("good"),
+            run="max_cost_usd = 1.0",
+            files=LIGHT,
         )
         result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
     assert result.returncode == 0, result.stderr
@@ -256,7 +265,7 @@ def test_a_proposer_under_bwrap_cannot_see_the_holdout(tmp_path: Path) -> None:
     with FakeLLM([]) as task_llm:
         project = suite_project(tmp_path / "p", tasks, proposer, sandbox="bwrap",
                                 sandbox_extra="network = true", holdout='["held"]',
-                                run="max_experiments = 2", files={"peek.py": PEEK})  # fmt: skip
+                                run="max_experiments = 2", files={**LIGHT, "peek.py": PEEK})  # fmt: skip
         result = ratchet(project, "run", env={"TASK_LLM_URL": task_llm.base_url})
     assert result.returncode == 0, result.stderr
     rows = experiments(project)
