@@ -1,5 +1,6 @@
 """What a command imports before it answers, and how the command line answers: `--help`
-only click and the command line's own modules; the reading commands, off a terminal, no
+nothing (its text is kept, equal to click's rendering), a command click and the command
+line's own modules; the reading commands, off a terminal, no
 rich (they print plain text, in the same words and columns as rich's tables), pydantic,
 git library or the run's machinery. A usage error is one line on stderr, exit 2."""
 
@@ -65,11 +66,24 @@ def _imported(
     return done.stdout, eval(line.removeprefix("IMPORTED "))  # a list of names it printed
 
 
-def test_help_imports_click_and_nothing_of_the_commands(project: Path) -> None:
-    out, imported = _imported(project, ["--help"], (*HELP_NEVER, "click"))
+def test_help_imports_not_even_click(project: Path) -> None:
+    out, imported = _imported(project, ["--help"], (*HELP_NEVER, "click", "ratchet.cli.common"))
     listed = re.findall(r"^  (\w+)  ", out.split("Commands:")[1], re.MULTILINE)
     assert listed == COMMANDS
-    assert imported == ["click"]
+    assert imported == []
+
+
+def test_the_kept_help_is_click_s_own() -> None:
+    """`ratchet --help` prints cli/helptext.py; click renders the same from the commands."""
+    import click
+
+    from ratchet.cli.commands import app
+    from ratchet.cli.helptext import HELP
+
+    rendered = app.get_help(click.Context(app, info_name="ratchet", terminal_width=80))
+    assert rendered == HELP, f"paste this into src/ratchet/cli/helptext.py:\n{rendered}"
+    sub = ratchet(Path.cwd(), "log", "--help")  # a command's own help is click's
+    assert sub.returncode == 0 and sub.stdout.startswith("Usage: ratchet log [OPTIONS]")
 
 
 @pytest.mark.parametrize("args", READING)
