@@ -11,8 +11,6 @@ the raw text, and `--json` prints it exactly (JSON escapes control characters it
 
 from __future__ import annotations
 
-import unicodedata
-
 # controls (C0, DEL, C1), formats (bidi controls, zero-width characters, the BOM,
 # tag characters), lone surrogates (they cannot even be encoded), line and paragraph
 # separators (line breaks to some readers, not to others)
@@ -36,6 +34,8 @@ def _escape(char: str) -> str:
 def _escape_line(line: str, keep_tabs: bool) -> str:
     if line.isprintable():  # the common case, checked at C speed
         return line
+    import unicodedata  # only here: most commands print nothing that needs it
+
     return "".join(
         char
         if char.isprintable()
@@ -57,3 +57,8 @@ def one_line(text: str) -> str:
     """`text` as one line (a table cell, a line of a log): newlines and tabs are escaped
     too, so the line count and the columns of what it is written into stay exact."""
     return _escape_line(text, keep_tabs=False)
+
+
+def plural(count: int, word: str) -> str:
+    """`1 keep`, `2 keeps`: a count in words, for every view."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"

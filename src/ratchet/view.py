@@ -19,7 +19,7 @@ from rich.text import Text
 from ratchet.decisions import style_of
 from ratchet.events import Event, ExperimentDecided, RunStarted, RunStopped, StageStarted
 from ratchet.journalrecords import ExperimentRecord
-from ratchet.plaintext import one_line, visible
+from ratchet.plaintext import one_line, plural, visible
 
 RECENT = 8
 
@@ -31,10 +31,6 @@ def decision_style(decision: str | None) -> str:
 
 def format_value(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def short(commit: str | None) -> str:

@@ -1,29 +1,30 @@
-"""What every command shares: the app, one-line errors, finding the project and its run."""
+"""What every command shares: the app, one-line errors, finding the project and its run.
+
+The command line is click's: typer (which ratchet used before, and which is built on
+click) costs `--help` and every command about 70 ms more to import, and its option
+coercion imports pydantic; click alone is about 25 ms, and its decorators are typer's
+nearly one for one (`python -X importtime`: typer ~68 ms, click ~27, argparse ~4).
+argparse would save a reading command another 0.02 s, at the price of writing click's
+help, range checks and command groups again; `ratchet --help` needs neither (its text is
+kept, cli/helptext.py), and the rest of a reading command's time is the journal's.
+Usage errors are one line on stderr, exit 2
+(`run_command_line`), not click's block of usage and hint.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import subprocess
 import sys
-import tempfile
-import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast
 
-import typer
+import click
 
-from ratchet.cli.plainparams import PlainTyper
-
-try:  # typer's own click (0.29 on); importing click beside it costs every command
-    from typer import TyperException as CommandLineError
-except ImportError:  # pragma: no cover  (an older typer, on click itself)
-    from click import ClickException as CommandLineError  # type: ignore[assignment]
+from ratchet.cli.output import make_console
 from ratchet.errors import RunError, UsageError, machine_failure
-from ratchet.plaintext import visible
+from ratchet.plaintext import one_line, visible
 
 if TYPE_CHECKING:  # imported where used: `ratchet --help` and `status` stay quick
     from rich.console import Console
@@ -31,31 +32,76 @@ if TYPE_CHECKING:  # imported where used: `ratchet --help` and `status` stay qui
     from ratchet.journal import Journal
     from ratchet.spec import Spec
 
-app = PlainTyper(  # a typer.Typer whose plain options need no pydantic (cli/plainparams.py)
+STATE_DIR = ".ratchet"  # workspace.STATE_DIR, without importing pygit2 for it
+
+
+class Argument(click.Argument):
+    """A positional argument with a help text (click's have none), shown by `Command`."""
+
+    def __init__(self, decls: Sequence[str], help: str = "", **attrs: Any) -> None:
+        super().__init__(decls, **attrs)
+        self.help = help
+
+
+class Command(click.Command):
+    """A command whose help lists its arguments, with their help, before its options."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for param in self.get_params(ctx):
+            if isinstance(param, Argument):
+                notes = "  [required]" if param.required else ""
+                if isinstance(param.default, (str, int, float, Path)):  # not click's unset
+                    notes = f"  [default: {param.default}]"
+                rows.append((param.human_readable_name, param.help + notes))
+        if rows:
+            with formatter.section("Arguments"):
+                formatter.write_dl(rows)
+        super().format_options(ctx, formatter)
+
+
+class Group(click.Group):
+    """A command group that lists its commands in the order they were added (click
+    sorts them by name), and whose commands are `Command`s."""
+
+    command_class = Command
+    group_class = type  # click's word for "a group of this same class"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+app = Group(
     name="ratchet",
     help="Run the autoresearch loop: propose a change, measure it, keep it only if it improves.",
-    add_completion=False,
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
-STATE_DIR = ".ratchet"  # workspace.STATE_DIR, without importing pygit2 for it
-UNWRAPPED = 1 << 20  # the width of a console that is not a terminal: lines never wrap
 
 
-def make_console() -> Console:
-    """rich's console for stdout. On a terminal, its width and colours; elsewhere (a pipe,
-    a file) lines are not wrapped and not coloured, unless FORCE_COLOR asks for colours
-    (NO_COLOR, as rich reads it, takes them away anywhere)."""
-    from rich.console import Console
-
-    if sys.stdout.isatty():
-        return Console()
-    # not a terminal to rich either (so `run` prints plain lines, not a live view), with
-    # colours only when asked for (https://force-color.org)
-    colours = bool(os.environ.get("FORCE_COLOR"))
-    return Console(width=UNWRAPPED, soft_wrap=True, force_terminal=False,
-                   color_system="standard" if colours else None)  # fmt: skip
+def run_command_line(args: Sequence[str] | None = None) -> int:
+    """Run `app` on `args` (default: sys.argv): the exit code. A usage error is one line
+    on stderr, exit 2; no arguments at all show the help (on stderr, exit 2)."""
+    try:
+        code = app.main(args, prog_name="ratchet", standalone_mode=False)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except click.UsageError as error:
+        if "NoArgsIsHelp" in type(error).__name__:  # click 8.2 on: the help, as an error
+            error.show()
+            return 2
+        message = one_line(error.format_message()).rstrip(".")
+        where = f"; see '{error.ctx.command_path} --help'" if error.ctx is not None else ""
+        print(f"ratchet: error: {message}{where}", file=sys.stderr)
+        return 2
+    except click.ClickException as error:
+        print(f"ratchet: error: {one_line(error.format_message())}", file=sys.stderr)
+        return error.exit_code
+    except click.Abort:  # Ctrl-C or end of input at a prompt
+        print("ratchet: aborted", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader (`ratchet log | head`) has read all it wanted:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1  # no message, and click's exit code for it (inside a command, click's own)
+    return code if isinstance(code, int) else 0
 
 
 class _FirstUse:
@@ -81,16 +127,16 @@ class _FirstUse:
 
 
 console = cast("Console", _FirstUse())
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-NameOption = Annotated[
-    str | None, typer.Option("--name", help="The run (default: [run] name in the spec).")
-]
+json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+name_option = click.option(
+    "--name", metavar="NAME", default=None, help="The run (default: [run] name in the spec)."
+)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     # an error may quote a candidate's output or a file name: no control character passes
     print(f"ratchet: error: {visible(message)}", file=sys.stderr)
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
 P = ParamSpec("P")
@@ -106,8 +152,8 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, CommandLineError):
-            raise  # the command line's own exits and usage errors
+        except (click.exceptions.Exit, click.Abort, click.ClickException, BrokenPipeError):
+            raise  # the command line's own exits and usage errors; a reader gone
         except Exception as error:
             machine = machine_failure(error)
             if machine is not None:  # git's errors too can be a full disk's
@@ -136,6 +182,11 @@ def _first_line(error: BaseException) -> str:
 def _log_internal_error(error: BaseException) -> str:
     """Write the traceback under `.ratchet/logs/` (or the temporary folder outside a
     project); the path as the user can open it."""
+    import contextlib
+    import tempfile
+    import time
+    import traceback
+
     from ratchet import workspace
 
     text = "".join(traceback.format_exception(error))
@@ -163,6 +214,8 @@ def _project() -> Path:
     """The project: the git repository around the working directory. Asked of git
     directly, not through `workspace` (which imports pygit2 and the spec's models,
     most of a reading command's time)."""
+    import subprocess
+
     try:
         found = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=Path.cwd(),
                                capture_output=True, text=True, check=False)  # fmt: skip
@@ -209,19 +262,6 @@ def _duration(value: str | None, option: str) -> float | None:
         return parse_duration(value)
     except ValueError as error:
         raise UsageError(f"{option}: {error}") from None
-
-
-def print_diff(diff: str) -> None:
-    """A diff, coloured by pygments where the console shows colours; as it is elsewhere
-    (importing pygments costs a reading command a tenth of a second for nothing)."""
-    if console.color_system is None:
-        from rich.text import Text
-
-        console.print(Text(diff))
-        return
-    from rich.syntax import Syntax
-
-    console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
 
 
 def _print_json(data: Any) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
 from ratchet.cli.common import (
-    JsonFlag,
-    NameOption,
+    Argument,
+    Group,
     _fmt,
     _journal,
     _print_json,
@@ -18,37 +18,30 @@ from ratchet.cli.common import (
     app,
     console,
     guarded,
-    print_diff,
+    json_flag,
+    name_option,
 )
-from ratchet.cli.plainparams import PlainTyper
+from ratchet.cli.output import Span, output
+
 
 # review, finalize -----------------------------------------------------------------------
-review_app = PlainTyper(
+# not added to `app` here: `--help` lists it last (cli/__init__.py adds it)
+@click.group(
+    cls=Group,
+    invoke_without_command=True,
     help="List a run's keeps for a human decision; approve or reject them.",
-    add_completion=False,
-    rich_markup_mode=None,
 )
-app.add_typer(review_app, name="review")
-
-
-@review_app.callback(invoke_without_command=True)
+@name_option
+@click.option("--patch", is_flag=True, help="Print each keep's full diff.")
+@json_flag
+@click.pass_context
 @guarded
-def review(
-    ctx: typer.Context,
-    name: NameOption = None,
-    patch: Annotated[bool, typer.Option("--patch", help="Print each keep's full diff.")] = False,
-    as_json: JsonFlag = False,
-) -> None:
+def review(ctx: click.Context, name: str | None, patch: bool, as_json: bool) -> None:
     """List a run's keeps (the baseline aside): metric deltas, rationales, approvals, diffs."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.table import Table
-    from rich.text import Text
-
     from ratchet.governance import diffstat, format_diffstat
     from ratchet.governance import review as build_review
-    from ratchet.plaintext import visible
-    from ratchet.view import plain
 
     journal = _journal(_project())
     try:
@@ -59,71 +52,71 @@ def review(
         _print_json(report.to_json())
         return
     run, counts = report.run, report.counts()
-    console.print(
-        plain(
-            f"run {run.name}: {len(report.items)} keeps after the baseline ({run.metric}, "
-            f"{run.goal}); approved {counts['approved']}, rejected {counts['rejected']}, "
-            f"pending {counts['pending']}"
-        )
+    out = output()
+    out.line(
+        f"run {run.name}: {len(report.items)} keeps after the baseline ({run.metric}, "
+        f"{run.goal}); approved {counts['approved']}, rejected {counts['rejected']}, "
+        f"pending {counts['pending']}"
     )
     for label, record in (("baseline", report.baseline), ("incumbent", report.incumbent)):
         if record is not None:
-            console.print(plain(f"{label} {_fmt(record.value)} (#{record.id}, "
-                                f"{(record.commit or '')[:7]})"))  # fmt: skip
+            out.line(f"{label} {_fmt(record.value)} (#{record.id}, {(record.commit or '')[:7]})")
     if not report.items:
         return
-    table = Table(header_style="bold", box=None)
-    for column in ("#", "commit", run.metric, "delta", "approval", "diff", "rationale"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for item in report.items:
         r, approval = item.record, item.approval
         state = item.state
         if approval is not None:
             state += f" by {approval.who.split(' <')[0]}"
             state += f": {approval.note}" if approval.note else ""
-        table.add_row(
-            Text(str(r.id)),
-            Text((r.commit or "")[:7]),
-            Text(f"{_fmt(item.parent_value)} -> {_fmt(r.value)}"),
-            Text("-" if item.delta is None else f"{item.delta:+.4g}"),
-            plain(state),
-            plain(format_diffstat(diffstat(r.patch)), lines=False),
-            plain(r.rationale),
-        )
-    console.print(table)
-    if not patch:
-        console.print(
-            Text(
-                "full diffs: 'ratchet review --patch'; decide: 'ratchet review approve ID...' "
-                "or 'ratchet review reject ID...'; then 'ratchet finalize'"
+        rows.append(
+            (
+                str(r.id),
+                (r.commit or "")[:7],
+                f"{_fmt(item.parent_value)} -> {_fmt(r.value)}",
+                "-" if item.delta is None else f"{item.delta:+.4g}",
+                state,
+                Span(format_diffstat(diffstat(r.patch)), single=True),
+                r.rationale,
             )
+        )
+    out.table(("#", "commit", run.metric, "delta", "approval", "diff", "rationale"), rows)
+    if not patch:
+        out.line(
+            "full diffs: 'ratchet review --patch'; decide: 'ratchet review approve ID...' "
+            "or 'ratchet review reject ID...'; then 'ratchet finalize'"
         )
         return
     for item in report.items:
         r = item.record
-        console.print(plain(f"keep #{r.id} ({(r.commit or '')[:7]}): {r.rationale}", "bold"))
-        diff = visible(r.patch)  # the candidate's files: escaped like any untrusted text
-        print_diff(diff)
+        out.line(Span(f"keep #{r.id} ({(r.commit or '')[:7]}): {r.rationale}", "bold"))
+        out.diff(r.patch)
 
 
-IdsArgument = Annotated[
-    list[int], typer.Argument(help="The keeps' experiment numbers.", metavar="ID")
-]
-NoteOption = Annotated[str, typer.Option("--note", help="Why, in a sentence.")]
+ids_argument = click.argument(
+    "experiments", nargs=-1, required=True, type=int, metavar="ID...", cls=Argument,
+    help="The keeps' experiment numbers.",
+)  # fmt: skip
+note_option = click.option("--note", default="", metavar="TEXT", help="Why, in a sentence.")
 
 
-@review_app.command("approve")
+@review.command("approve")
+@ids_argument
+@note_option
 @guarded
-def review_approve(experiments: IdsArgument, note: NoteOption = "") -> None:
+def review_approve(experiments: tuple[int, ...], note: str) -> None:
     """Approve keeps: 'ratchet finalize --approved-only' replays only approved ones."""
-    _verdict(experiments, True, note)
+    _verdict(list(experiments), True, note)
 
 
-@review_app.command("reject")
+@review.command("reject")
+@ids_argument
+@note_option
 @guarded
-def review_reject(experiments: IdsArgument, note: NoteOption = "") -> None:
+def review_reject(experiments: tuple[int, ...], note: str) -> None:
     """Reject keeps: 'ratchet finalize' never replays a rejected keep."""
-    _verdict(experiments, False, note)
+    _verdict(list(experiments), False, note)
 
 
 def _verdict(experiments: list[int], approve: bool, note: str) -> None:
@@ -149,14 +142,11 @@ def _verdict(experiments: list[int], approve: bool, note: str) -> None:
 
 
 @app.command()
+@name_option
+@click.option("--approved-only", is_flag=True, help="Replay only approved keeps.")
+@json_flag
 @guarded
-def finalize(
-    name: NameOption = None,
-    approved_only: Annotated[
-        bool, typer.Option("--approved-only", help="Replay only approved keeps.")
-    ] = False,
-    as_json: JsonFlag = False,
-) -> None:
+def finalize(name: str | None, approved_only: bool, as_json: bool) -> None:
     """Build ratchet/<run>-final from the base with the keeps replayed, and measure it once."""
     from ratchet.governance import finalize as build_final
 
@@ -172,7 +162,7 @@ def finalize(
     else:
         _print_finalized(result)
     if result.value is None:
-        raise typer.Exit(1)
+        raise SystemExit(1)
 
 
 def _print_finalized(result: Any) -> None:

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
 from ratchet.cli.common import (
-    JsonFlag,
-    NameOption,
+    Argument,
     _fmt,
     _journal,
     _print_json,
     _project,
     _run_name,
     app,
-    console,
     guarded,
-    print_diff,
+    json_flag,
+    name_option,
 )
+from ratchet.cli.output import Span, output
 from ratchet.errors import UsageError
+from ratchet.plaintext import plural, visible
 
 if TYPE_CHECKING:
     from ratchet.journal import ExperimentRecord
@@ -27,15 +28,13 @@ if TYPE_CHECKING:
 
 # status, log, show --------------------------------------------------------------------
 @app.command()
+@name_option
+@json_flag
 @guarded
-def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
+def status(name: str | None, as_json: bool) -> None:
     """Summarize a run: baseline, incumbent, counts by decision."""
-    from rich.table import Table
-    from rich.text import Text
-
     from ratchet.decisions import user_counts
     from ratchet.suite.store import pairing_of
-    from ratchet.view import plain, plural
 
     journal = _journal(_project())
     run_name = _run_name(journal, name)
@@ -103,10 +102,7 @@ def status(name: NameOption = None, as_json: JsonFlag = False) -> None:
         ("categories", ", ".join(f"{k} {v}" for k, v in categories.items())),
         ("elapsed", f"{counts.elapsed:.0f}s"),
     ]
-    table = Table.grid(padding=(0, 2))
-    for label, value in rows:
-        table.add_row(Text(label), plain(value))
-    console.print(table)
+    output().grid(rows)
 
 
 def _gap(record: ExperimentRecord) -> float | None:
@@ -117,17 +113,13 @@ def _gap(record: ExperimentRecord) -> float | None:
 
 
 @app.command()
+@name_option
+@click.option("--limit", type=int, metavar="N", help="Only the newest N experiments.")
+@json_flag
 @guarded
-def log(
-    name: NameOption = None,
-    limit: Annotated[int | None, typer.Option(help="Only the newest N experiments.")] = None,
-    as_json: JsonFlag = False,
-) -> None:
+def log(name: str | None, limit: int | None, as_json: bool) -> None:
     """List a run's experiments with their decisions and whys."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from ratchet.view import decision_style, plain
+    from ratchet.decisions import style_of
 
     journal = _journal(_project())
     records = journal.experiments(_run_name(journal, name), limit=limit, patches=False)
@@ -135,26 +127,24 @@ def log(
     if as_json:
         _print_json([r.to_json(with_patch=False) for r in records])
         return
-    table = Table(header_style="bold", box=None)
-    for column in ("#", "decision", "value", "files", "why"):
-        table.add_column(column, overflow="fold")
-    for r in records:
-        table.add_row(
-            Text(str(r.id)),
-            plain(r.decision or r.stage, decision_style(r.decision), lines=False),
-            Text(_fmt(r.value)),
-            plain(", ".join(r.files), lines=False),
-            plain(r.why),
+    rows = [
+        (
+            str(r.id),
+            Span(r.decision or r.stage, style_of(r.decision), single=True),
+            _fmt(r.value),
+            Span(", ".join(r.files), single=True),
+            r.why or "",
         )
-    console.print(table)
+        for r in records
+    ]
+    output().table(("#", "decision", "value", "files", "why"), rows)
 
 
 @app.command()
+@click.argument("experiment", type=int, cls=Argument, help="The experiment's number.")
+@json_flag
 @guarded
-def show(
-    experiment: Annotated[int, typer.Argument(help="The experiment's number.")],
-    as_json: JsonFlag = False,
-) -> None:
+def show(experiment: int, as_json: bool) -> None:
     """Show one experiment: its patch, rationale, why and output tail."""
     journal = _journal(_project())
     record = journal.experiment(experiment)
@@ -169,32 +159,25 @@ def show(
     _show_record(record, measurements[-1].output if measurements else "")
 
 
-def _show_record(record: ExperimentRecord, output: str) -> None:
-    from rich.text import Text
+def _show_record(record: ExperimentRecord, output_text: str) -> None:
+    from ratchet.decisions import style_of
 
-    from ratchet.plaintext import visible
-    from ratchet.view import decision_style, plain
-
-    title = Text.assemble(
-        (f"experiment #{record.id} ", "bold"),
-        plain(record.decision or record.stage, decision_style(record.decision), lines=False),
+    out = output()
+    out.line(
+        Span(f"experiment #{record.id} ", "bold"),
+        Span(record.decision or record.stage, style_of(record.decision), single=True),
     )
-    console.print(title)
-    console.print(
-        plain(
-            f"run {record.run}, parent {record.parent[:7]}, proposer {record.proposer}, "
-            f"commit {(record.commit or '-')[:7]}"
-        )
+    out.line(
+        f"run {record.run}, parent {record.parent[:7]}, proposer {record.proposer}, "
+        f"commit {(record.commit or '-')[:7]}"
     )
-    console.print(plain(f"value: {_fmt(record.value)}"))
-    console.print(plain(f"why: {record.why}"))
-    console.print(plain(f"rationale: {record.rationale}"))
+    out.line(f"value: {_fmt(record.value)}")
+    out.line(f"why: {record.why}")
+    out.line(f"rationale: {record.rationale}")
     if record.files:
-        console.print(plain(f"files: {', '.join(record.files)}", lines=False))
-    if record.patch:  # the patch carries the candidate's files: escaped like any text
-        patch = visible(record.patch)
-        print_diff(patch)
-    if output:
-        tail = "\n".join(visible(output).splitlines()[-40:])
-        console.print(Text("output (tail):", style="bold"))
-        console.print(Text(tail))
+        out.line(Span(f"files: {', '.join(record.files)}", single=True))
+    if record.patch:
+        out.diff(record.patch)
+    if output_text:
+        out.line(Span("output (tail):", "bold"))
+        out.line("\n".join(visible(output_text).splitlines()[-40:]))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
 from ratchet.cli.common import (
-    JsonFlag,
-    NameOption,
+    Argument,
     _duration,
     _fmt,
     _print_json,
@@ -19,28 +18,38 @@ from ratchet.cli.common import (
     app,
     console,
     guarded,
+    json_flag,
+    name_option,
 )
 from ratchet.errors import UsageError
 
 
 # init ---------------------------------------------------------------------------------
 @app.command()
-@guarded
-def init(
-    path: Annotated[
-        Path | None,
-        typer.Argument(help="With --from: the source's folder or file (default: here)."),
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing ratchet.toml.")] = False,
-    source: Annotated[
-        str | None,
-        typer.Option("--from", help="Import a set-up made for autoresearch, openevolve or harbor."),
-    ] = None,
-    example: Annotated[
-        str | None,
-        typer.Option(help="Write a bundled example project here instead: 'harness'."),
-    ] = None,
-) -> None:
+@click.argument(
+    "path",
+    required=False,
+    type=click.Path(path_type=Path),
+    cls=Argument,
+    help="With --from: the source's folder or file (default: here).",
+)
+@click.option(
+    "--force/--no-force",
+    default=False,
+    show_default=True,
+    help="Overwrite an existing ratchet.toml.",
+)
+@click.option(
+    "--from",
+    "source",
+    metavar="NAME",
+    help="Import a set-up made for autoresearch, openevolve or harbor.",
+)
+@click.option(
+    "--example", metavar="NAME", help="Write a bundled example project here instead: 'harness'."
+)
+@guarded  # fmt: skip
+def init(path: Path | None, force: bool, source: str | None, example: str | None) -> None:
     """Write a commented ratchet.toml and add .ratchet/ to .gitignore."""
     from rich.text import Text
 
@@ -71,7 +80,7 @@ def init(
         files = workspace.tracked_files(project) if workspace.resolve(project, "HEAD") else []
         guess = guess_editable(files)
         if guess.ambiguous and console.is_terminal and sys.stdin.isatty():
-            guess.chosen = typer.prompt(
+            guess.chosen = click.prompt(
                 f"Which file may proposals change? ({', '.join(guess.candidates[:6])})",
                 default=guess.chosen,
             )
@@ -103,29 +112,41 @@ def _init_example(name: str) -> None:
 
 
 # run ----------------------------------------------------------------------------------
+max_experiments_option = click.option(
+    "--max-experiments",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop after this many experiments.",
+)
+
+
 @app.command()
-@guarded
+@name_option
+@max_experiments_option
+@click.option("--max-time", metavar="DURATION", help="Stop after this long, e.g. 8h.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 256),
+    metavar="N",
+    help="Experiments at once (default: [executor] parallel).",
+)
+@click.option(
+    "--report", is_flag=True, help="Redraw .ratchet/reports/RUN/progress.png after decisions."
+)
+@guarded  # fmt: skip
 def run(
-    name: NameOption = None,
-    max_experiments: Annotated[
-        int | None, typer.Option(help="Stop after this many experiments.", min=1)
-    ] = None,
-    max_time: Annotated[str | None, typer.Option(help="Stop after this long, e.g. 8h.")] = None,
-    parallel: Annotated[
-        int | None,
-        typer.Option(help="Experiments at once (default: [executor] parallel).", min=1, max=256),
-    ] = None,
-    report: Annotated[
-        bool,
-        typer.Option("--report", help="Redraw .ratchet/reports/RUN/progress.png after decisions."),
-    ] = False,
+    name: str | None,
+    max_experiments: int | None,
+    max_time: str | None,
+    parallel: int | None,
+    report: bool,
 ) -> None:
     """Run the loop on this project, or continue the run of that name."""
     project = _project()
     outcome = _start(project, name, max_experiments, _duration(max_time, "--max-time"), parallel,
                      report)  # fmt: skip
     if _failed(outcome):
-        raise typer.Exit(1)
+        raise SystemExit(1)
 
 
 def _failed(stopped: Any) -> bool:
@@ -177,7 +198,8 @@ def _summary(stopped: Any, metric: str, project: Path, results: str) -> None:
     if best is None or baseline is None or baseline.value is None or best.value is None:
         return
     from ratchet.engine import open_journal
-    from ratchet.view import plain, plural
+    from ratchet.plaintext import plural
+    from ratchet.view import plain
 
     journal = open_journal(project)
     try:
@@ -198,8 +220,9 @@ def _summary(stopped: Any, metric: str, project: Path, results: str) -> None:
 
 # doctor -------------------------------------------------------------------------------
 @app.command()
+@json_flag
 @guarded
-def doctor(as_json: JsonFlag = False) -> None:
+def doctor(as_json: bool) -> None:
     """Which sandbox layers work on this machine, and why not; whether another installed
     distribution claims ratchet's module or command."""
     from rich.table import Table
@@ -234,14 +257,18 @@ def doctor(as_json: JsonFlag = False) -> None:
 
 # noise --------------------------------------------------------------------------------
 @app.command()
-@guarded
-def noise(
-    repeats: Annotated[
-        int, typer.Option(help="How many measurements of the incumbent.", min=2)
-    ] = 5,
-    name: NameOption = None,
-    as_json: JsonFlag = False,
-) -> None:
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=2),
+    metavar="N",
+    default=5,
+    show_default=True,
+    help="How many measurements of the incumbent.",
+)
+@name_option
+@json_flag
+@guarded  # fmt: skip
+def noise(repeats: int, name: str | None, as_json: bool) -> None:
     """Measure the incumbent again and again: how noisy is the metric?"""
     from rich.table import Table
     from rich.text import Text
@@ -280,18 +307,20 @@ def noise(
 
 # demo ---------------------------------------------------------------------------------
 @app.command()
-@guarded
-def demo(
-    directory: Annotated[Path, typer.Argument(help="Where to put the demo project.")] = Path(
-        "ratchet-demo"
-    ),
-    max_experiments: Annotated[
-        int | None, typer.Option(help="Stop after this many experiments.", min=1)
-    ] = None,
-    max_time: Annotated[
-        str | None, typer.Option(help="Stop after this long (default: the demo's 2m).")
-    ] = None,
-) -> None:
+@click.argument(
+    "directory",
+    required=False,
+    default=Path("ratchet-demo"),
+    type=click.Path(path_type=Path),
+    cls=Argument,
+    help="Where to put the demo project.",
+)
+@max_experiments_option
+@click.option(
+    "--max-time", metavar="DURATION", help="Stop after this long (default: the demo's 2m)."
+)
+@guarded  # fmt: skip
+def demo(directory: Path, max_experiments: int | None, max_time: str | None) -> None:
     """Copy the bundled training example into DIRECTORY and improve it, offline."""
     from ratchet.demo import prepare_demo
     from ratchet.view import plain
@@ -307,4 +336,4 @@ def demo(
         )
     )
     if outcome.incumbent is None:
-        raise typer.Exit(1)
+        raise SystemExit(1)

@@ -3,28 +3,24 @@ dashboard (a web page over the journal). Both only read the journal."""
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
-from typing import Annotated
 
-import typer
+import click
 
-from ratchet.cli.common import JsonFlag, _print_json, _project, _spec, app, console, guarded
+from ratchet.cli.common import _print_json, _project, _spec, app, console, guarded, json_flag
 from ratchet.errors import UsageError
-
-RunOption = Annotated[str | None, typer.Option("--run", help="The run (default: the newest one).")]
 
 
 @app.command()
-@guarded
-def report(
-    run: RunOption = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="Folder to write into (default: .ratchet/reports/RUN/)."),
-    ] = None,
-    as_json: JsonFlag = False,
-) -> None:
+@click.option("--run", metavar="NAME", help="The run (default: the newest one).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder to write into (default: .ratchet/reports/RUN/).",
+)
+@json_flag
+@guarded  # fmt: skip
+def report(run: str | None, out: Path | None, as_json: bool) -> None:
     """Write progress.png and report.md for a run, from the journal (during a run too)."""
     from ratchet.report import write_report
     from ratchet.view import plain
@@ -40,6 +36,8 @@ def report(
 
 
 def is_loopback(host: str) -> bool:
+    import ipaddress
+
     if host == "localhost":
         return True
     try:
@@ -49,18 +47,29 @@ def is_loopback(host: str) -> bool:
 
 
 @app.command()
-@guarded
-def dashboard(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8765,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            help="A secret every request must carry (needed to listen beyond loopback).",
-            envvar="RATCHET_DASHBOARD_TOKEN",
-        ),
-    ] = None,
-) -> None:
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    metavar="ADDRESS",
+    show_default=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    default=8765,
+    show_default=True,
+    help="Port to listen on.",
+)
+@click.option(
+    "--token",
+    envvar="RATCHET_DASHBOARD_TOKEN",
+    show_envvar=True,
+    help="A secret every request must carry (needed to listen beyond loopback).",
+)
+@guarded  # fmt: skip
+def dashboard(host: str, port: int, token: str | None) -> None:
     """Serve a live web dashboard over the journal: runs, experiments, reviews."""
     if not is_loopback(host) and not token:
         raise UsageError(
