@@ -20,9 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from ratchet import journalcheck
-from ratchet.decisions import BASELINE_PROPOSER
 from ratchet.errors import JournalDamaged, is_journal_damage
-from ratchet.journalcounts import KEEP_AFTER, elapsed, run_counts
+from ratchet.journalcounts import (
+    KEEP_AFTER,
+    baseline_decision_counts,
+    decision_counts,
+    elapsed,
+    run_counts,
+)
 from ratchet.journalcounts import RunCounts as RunCounts  # where it was defined before
 from ratchet.journalrecords import ExperimentRecord as ExperimentRecord
 from ratchet.journalrecords import MeasurementRecord as MeasurementRecord
@@ -412,22 +417,11 @@ class Journal:
         return run_counts(self.db, run, keep_state=self.verified)
 
     def decision_counts(self, run: str) -> dict[str, int]:
-        rows = self.db.execute(
-            "SELECT decision, COUNT(*) FROM experiments WHERE run = ? AND decision IS NOT NULL"
-            " GROUP BY decision",
-            (run,),
-        ).fetchall()
-        return {row[0]: row[1] for row in rows}
+        return decision_counts(self.db, run)
 
     def baseline_decision_counts(self, run: str) -> dict[str, int]:
         """The decisions of the run's baseline attempts: no experiments of the search."""
-        # through the proposer's index: the few baseline rows, not every decided one's
-        rows = self.db.execute(
-            "SELECT decision, COUNT(*) FROM experiments INDEXED BY experiments_by_proposer"
-            " WHERE run = ? AND proposer = ? AND decision IS NOT NULL GROUP BY decision",
-            (run, BASELINE_PROPOSER),
-        ).fetchall()
-        return {row[0]: row[1] for row in rows}
+        return baseline_decision_counts(self.db, run)
 
     def decided_count(self, run: str) -> int:
         return int(self.db.execute(

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ratchet.decisions import NO_MEASUREMENT
+from ratchet.decisions import BASELINE_PROPOSER, NO_MEASUREMENT
 
 SPANS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -40,17 +40,19 @@ class RunCounts:
     elapsed: float  # wall seconds spent in experiments, all sessions together
     cost_usd: float
     failing: int = 0  # experiments in a row, up to now, that produced no measurement
+    # every decided row by decision, and the baseline's attempts among them: what `status`
+    # shows, counted in the same pass
+    decisions: dict[str, int] = field(default_factory=dict)
+    baseline_decisions: dict[str, int] = field(default_factory=dict)
 
 
 def run_counts(db: sqlite3.Connection, run: str, keep_state: bool) -> RunCounts:
-    row = db.execute(
-        "SELECT"
-        " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision != 'interrupted'),"
-        " COUNT(*) FILTER (WHERE proposer != 'baseline' AND decision = 'keep'),"
-        " COALESCE(SUM(cost_usd), 0)"
-        " FROM experiments WHERE run = ? AND decision IS NOT NULL",
+    decisions, baseline = decision_counts(db, run), baseline_decision_counts(db, run)
+    search = {d: n - baseline.get(d, 0) for d, n in decisions.items()}  # the baseline's left out
+    cost = db.execute(
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM experiments WHERE run = ? AND decision IS NOT NULL",
         (run,),
-    ).fetchone()
+    ).fetchone()[0]
     last_keep = db.execute(
         "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE run = ? AND decision = 'keep'",
         (run,),
@@ -69,7 +71,31 @@ def run_counts(db: sqlite3.Connection, run: str, keep_state: bool) -> RunCounts:
         if decision not in NO_MEASUREMENT:
             break
         failing += 1
-    return RunCounts(row[0], row[1], since, elapsed(db, run, keep_state), row[2], failing)
+    experiments = sum(search.values()) - search.get("interrupted", 0)
+    return RunCounts(experiments, search.get("keep", 0), since, elapsed(db, run, keep_state),
+                     cost, failing, decisions, baseline)  # fmt: skip
+
+
+def decision_counts(db: sqlite3.Connection, run: str) -> dict[str, int]:
+    """Every decided row of the run by decision, the baseline's attempts included: one pass
+    over the covering (run, decision, id) index."""
+    rows = db.execute(
+        "SELECT decision, COUNT(*) FROM experiments WHERE run = ? AND decision IS NOT NULL"
+        " GROUP BY decision",
+        (run,),
+    ).fetchall()
+    return {row[0]: row[1] for row in rows}
+
+
+def baseline_decision_counts(db: sqlite3.Connection, run: str) -> dict[str, int]:
+    """The decisions of the run's baseline attempts: no experiments of the search."""
+    # through the proposer's index: the few baseline rows, not every decided one's
+    rows = db.execute(
+        "SELECT decision, COUNT(*) FROM experiments INDEXED BY experiments_by_proposer"
+        " WHERE run = ? AND proposer = ? AND decision IS NOT NULL GROUP BY decision",
+        (run, BASELINE_PROPOSER),
+    ).fetchall()
+    return {row[0]: row[1] for row in rows}
 
 
 def elapsed(db: sqlite3.Connection, run: str, keep_state: bool) -> float:

@@ -45,9 +45,7 @@ def status(name: str | None, as_json: bool) -> None:
     last = journal.experiments(run_name, limit=1, patches=False)
     pairing = pairing_of(journal, run_name)  # harness mode: the meta and task agent models
     # the baseline is the reference, not an experiment: no count includes it
-    decisions, categories = user_counts(
-        journal.decision_counts(run_name), journal.baseline_decision_counts(run_name)
-    )
+    decisions, categories = user_counts(counts.decisions, counts.baseline_decisions)
     data: dict[str, Any] = {
         "run": run_name,
         "branch": run.branch,
