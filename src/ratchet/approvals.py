@@ -54,9 +54,11 @@ class Approval:
 def approval_history(journal: Journal, run: str) -> dict[int, list[Approval]]:
     """Every decision on the run's experiments, oldest first, by experiment."""
     ensure_schema(journal)
+    # CROSS JOIN: the few approvals drive the join (each finds its experiment by id), not
+    # the run's 100,000 experiments each looking for an approval
     rows = journal.db.execute(
         "SELECT a.experiment, a.verdict, a.who, a.note, a.at FROM approvals a"
-        " JOIN experiments e ON e.id = a.experiment WHERE e.run = ? ORDER BY a.id",
+        " CROSS JOIN experiments e ON e.id = a.experiment WHERE e.run = ? ORDER BY a.id",
         (run,),
     ).fetchall()
     history: dict[int, list[Approval]] = {}
