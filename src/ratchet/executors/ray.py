@@ -37,7 +37,7 @@ from typing import Any
 import pygit2
 from pygit2.enums import DiffOption
 
-from ratchet.errors import RunError
+from ratchet.errors import RunError, machine_failure
 from ratchet.executors import Redact
 from ratchet.integrity import compare_digests, digest_protected
 from ratchet.measure import Measurement, measure_candidate
@@ -218,6 +218,21 @@ def measure_on_worker(job: Job, base: list[Any]) -> Measurement | str:
         watchdog.wait()
 
 
+def ray_start_failure(address: str | None, error: BaseException) -> str:
+    """One line for a Ray cluster that did not start, or could not be reached."""
+    lines = str(error).strip().splitlines()
+    reason = f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+    if address is None:
+        return (
+            f"Ray did not start a local cluster ({reason}); check that `ray start --head` "
+            "works on this machine, or set [executor] address to a running cluster"
+        )
+    return (
+        f"Ray could not connect to the cluster at {address} ({reason}); check `ray status` "
+        "there, or fix [executor] address"
+    )
+
+
 class RayExecutor:
     """Measurements as Ray tasks; the driver keeps the slots, the journal and every decision."""
 
@@ -242,9 +257,12 @@ class RayExecutor:
                 ray.init(address=ex.address or "local", ignore_reinit_error=True,
                          include_dashboard=False, log_to_driver=False, configure_logging=False,
                          **local)  # fmt: skip
-            except (ConnectionError, RuntimeError, ValueError) as error:
-                where = ex.address or "a local cluster"
-                raise RunError(f"could not start Ray ({where}): {error}") from None
+            except Exception as error:
+                # whatever Ray raises here (its startup timeout is a bare Exception, an
+                # unusable temporary folder an OSError) is the environment's, not ratchet's
+                if machine_failure(error) is not None:
+                    raise  # a full disk says so in its own words
+                raise RunError(ray_start_failure(ex.address, error)) from None
             self.started = True
         self._check_fits(ray.nodes())  # type: ignore[no-untyped-call]
         self.task = ray.remote(measure_on_worker).options(

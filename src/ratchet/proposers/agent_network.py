@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ratchet.errors import RunError
+from ratchet.proposers.reach import unreachable
 from ratchet.sandbox import Sandbox
 from ratchet.sandbox.bwrap import BwrapSandbox
 from ratchet.sandbox.forward import BRIDGE, Endpoint, EndpointForwarder, bridge_command
@@ -34,9 +36,16 @@ def endpoint_of(spec: ProposerSpec) -> str | None:
 
 
 def check_endpoint(spec: ProposerSpec) -> None:
-    """A `base_url` the forwarder could not reach is a usage error before the run starts."""
-    if spec.base_url is not None:
-        Endpoint.of(spec.base_url)
+    """Before the baseline: a `base_url` the forwarder could not relay to is a usage
+    error, and one no connection opens to stops the run (every proposal of the night
+    would be invalid). Without `base_url` the CLI's hosted default is not checked."""
+    if spec.base_url is None:
+        return
+    Endpoint.of(spec.base_url)
+    why = unreachable(spec.base_url)
+    if why is not None:
+        raise RunError(f"the {spec.kind} proposer cannot reach its endpoint {spec.base_url} "
+                       f"({why}); start the model's server or fix [proposer] base_url")  # fmt: skip
 
 
 def _unconfined(sandbox: Sandbox, spec: ProposerSpec) -> str:

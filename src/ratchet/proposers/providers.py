@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
+from ratchet.proposers.reach import unreachable as url_unreachable
 from ratchet.spec import SpecError
 from ratchet.specmodel import ProposerSpec
 
 REPLY_MAX_TOKENS = 8192  # Anthropic requires a cap on each reply
 DEFAULT_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
-CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the endpoint, at the run's start
 BACKOFF_FIRST, BACKOFF_MAX = 15.0, 240.0  # seconds between tries of an unreachable endpoint
-_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 
 
 def endpoint_url(spec: ProposerSpec) -> str:
@@ -33,22 +30,8 @@ def endpoint_url(spec: ProposerSpec) -> str:
 
 
 def unreachable(spec: ProposerSpec) -> str | None:
-    """Why the endpoint cannot be reached now (no connection opens), or None.
-
-    Only a TCP connection is opened: no request, no key, no cost. Behind a proxy (the
-    SDKs honour *_PROXY) the endpoint is not checked: the proxy decides what is reached.
-    """
-    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARIABLES):
-        return None
-    url = urlsplit(endpoint_url(spec))
-    if url.hostname is None:
-        return f"{url.geturl()} names no host"
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT).close()
-    except OSError as error:
-        return error.strerror or type(error).__name__
-    return None
+    """Why the endpoint cannot be reached now (no connection opens), or None."""
+    return url_unreachable(endpoint_url(spec))
 
 
 def is_connection_failure(error: BaseException) -> bool:
