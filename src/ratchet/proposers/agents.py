@@ -45,7 +45,7 @@ from ratchet.proposers.agent_setup import (
 from ratchet.proposers.base import Cost, Outcome, Proposal, ProposalError, ProposerContext
 from ratchet.safeio import Refused, read_capped, remove_entry, write_file
 from ratchet.sandbox import Sandbox, pidfile_for
-from ratchet.specmodel import ProposerSpec, matches
+from ratchet.specmodel import ProposerSpec, matching
 
 OUTPUT_FILE = ".ratchet-agent-output"  # the CLI's stdout, whole (the sandbox caps output)
 MAX_DIRECTIVE = 30_000  # characters; the prompt travels on one command line (128 KiB)
@@ -106,9 +106,9 @@ class AgentCLIProposer:
         self, sandbox: Sandbox, spec: ProposerSpec, wrap: Callable[[str], str], worktree: Path,
         brief_path: Path, prompt: str, home: Path,
     ) -> Proposal:  # fmt: skip
-        editable = [f for f in self.files if matches(f, self.scope.editable)]
-        context = [f for f in self.files
-                   if matches(f, self.scope.context) and not matches(f, self.scope.editable)]  # fmt: skip
+        editable = matching(self.files, self.scope.editable)
+        kept = set(editable)
+        context = [f for f in matching(self.files, self.scope.context) if f not in kept]
         argv = agent_argv(spec, self.program, worktree, prompt, editable, context, home)
         command = setup_command(spec, argv, home) + f" >{OUTPUT_FILE}"
         if self.kind == "codex":
@@ -153,7 +153,7 @@ class AgentCLIProposer:
     def _prompt(self, brief_path: Path) -> str:
         brief = json.loads(brief_path.read_text())
         directive = str(brief.pop("directive", "") or "").strip()[:MAX_DIRECTIVE]
-        editable = [f for f in self.files if matches(f, self.scope.editable)]
+        editable = matching(self.files, self.scope.editable)
         return "\n\n".join([
             INSTRUCTIONS,
             f"Directive:\n{directive or '(none: improve the metric)'}",
