@@ -77,6 +77,10 @@ class Judge:
         self.noise = NoiseModel()
         self.taken: dict[str, int] = {}  # measurements taken or in flight, by key: their seeds
         self._rebuild_noise()
+        self._set_up()
+
+    def _set_up(self) -> None:
+        """What a kind of judge needs beyond this (harness mode: its suite and runner)."""
 
     def interrupt(self) -> None:
         """Stop what runs outside the slots' process groups (a suite's trials)."""

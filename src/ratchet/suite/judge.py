@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,14 @@ import pygit2
 from ratchet import workspace
 from ratchet.brief import suite_section
 from ratchet.errors import UsageError
-from ratchet.executors import Executor
 from ratchet.integrity import compare_digests, digest_protected
-from ratchet.journal import Journal
 from ratchet.judging import Judge, Verdict
 from ratchet.measure import Measurement, Status
-from ratchet.policy import Greedy, NoiseAware
-from ratchet.sandbox import Sandbox, kill_leftover
+from ratchet.policy import Greedy
+from ratchet.sandbox import kill_leftover
 from ratchet.spec import Spec, matches
 from ratchet.suite import paired
-from ratchet.suite.runners import RunnerContext, TrialRequest, TrialRunner, make_runner
+from ratchet.suite.runners import RunnerContext, TrialRequest, make_runner
 from ratchet.suite.store import TrialRow, TrialStore, trial_folder
 from ratchet.suite.tasks import Split, Task, check_sealed, load_suite
 from ratchet.suite.traces import SealedTrial, materialize_traces, open_trial
@@ -97,20 +95,8 @@ def describe_pairing(spec: Spec) -> str:
 class SuiteJudge(Judge):
     """`Judge` for harness mode; see the module docstring."""
 
-    def __init__(
-        self,
-        spec: Spec,
-        journal: Journal,
-        run: str,
-        policy: Greedy | NoiseAware,
-        executor: Executor,
-        sandbox: Sandbox,
-        envs: Sequence[Mapping[str, str]],
-        redact: Callable[[str], str],
-        on_measure: Callable[[int, int], None],
-        runner: TrialRunner | None = None,
-    ) -> None:
-        super().__init__(spec, journal, run, policy, executor, sandbox, envs, redact, on_measure)
+    def _set_up(self) -> None:
+        spec, journal, run, policy = self.spec, self.journal, self.run, self.policy
         assert spec.suite is not None
         self.settings = spec.suite
         self.state = journal.path.parent  # .ratchet/
@@ -122,8 +108,8 @@ class SuiteJudge(Judge):
         for pidfile in scratch.glob("trial-*/*.pid"):  # trials a killed ratchet left running
             kill_leftover(pidfile)
         shutil.rmtree(scratch, ignore_errors=True)
-        context = RunnerContext(spec, project, sandbox, scratch)
-        self.runner = runner or make_runner(context)
+        context = RunnerContext(spec, project, self.sandbox, scratch)
+        self.runner = make_runner(context)
         self.alpha = 1 - spec.policy.confidence
         self.looks = 1 if isinstance(policy, Greedy) else min(MAX_LOOKS, spec.policy.max_repeats)
 
