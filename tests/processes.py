@@ -6,17 +6,24 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Until `condition()` holds (the event a test waits on); fail after `timeout`, saying
+    `what` never happened. The sleep is only the interval between two looks."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting after {timeout:g} s: {what}"
+        time.sleep(0.02)
+
+
 def wait_for(*paths: Path, timeout: float = 60) -> None:
     """Until every path exists (a flag or pid file a child writes); fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not all(p.exists() for p in paths):
-        assert time.monotonic() < deadline, f"not all of {[str(p) for p in paths]} appeared"
-        time.sleep(0.02)
+    wait_until(lambda: all(p.exists() for p in paths),
+               f"all of {[str(p) for p in paths]} to appear", timeout)  # fmt: skip
 
 
 def read_pid(path: Path, timeout: float = 60) -> int:

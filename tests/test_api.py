@@ -9,12 +9,12 @@ import re
 import sqlite3
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import wait_until
 
 import ratchet
 from conftest import check_consistent, experiments, git
@@ -28,13 +28,6 @@ def _x(workdir: Path) -> int:
     match = re.search(r"X = (-?\d+)", (workdir / "value.py").read_text())
     assert match is not None
     return int(match.group(1))
-
-
-def _wait_for(path: Path) -> None:
-    deadline = time.monotonic() + EVENT_WAIT
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.02)
 
 
 def _running(pid: int) -> bool:
@@ -179,10 +172,8 @@ def test_a_run_in_a_worker_thread_stops_cleanly_from_the_main_thread(
 
     thread = threading.Thread(target=worker)
     thread.start()
-    deadline = time.monotonic() + EVENT_WAIT
-    while not list(marks.glob("measuring-4-*")):  # the candidate is being measured
-        assert time.monotonic() < deadline, "the candidate was never measured"
-        time.sleep(0.02)
+    wait_until(lambda: bool(list(marks.glob("measuring-4-*"))), "the candidate's measurement",
+               EVENT_WAIT)  # fmt: skip
     run.stop()
     thread.join(EVENT_WAIT)
     assert not thread.is_alive() and failures == []

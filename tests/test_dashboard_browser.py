@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import wait_for
 
 from conftest import GIT_ENV, git
 from view_support import HOSTILE, start_dashboard, stop, view_project
@@ -186,8 +187,6 @@ def test_progress_png_is_kept_beside_the_screenshot(live: dict[str, Any], artifa
                                                     ) -> None:  # fmt: skip
     """`run --report` drew the plot after the decisions so far."""
     png = live["project"] / ".ratchet" / "reports" / "default" / "progress.png"
-    deadline = time.monotonic() + 120
-    while not png.exists() and time.monotonic() < deadline:  # drawn in the run's own thread
-        time.sleep(0.1)
+    wait_for(png, timeout=120)  # drawn in the run's own thread
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shutil.copyfile(png, artifacts / "progress.png")

@@ -14,11 +14,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from processes import wait_for
 
 from conftest import check_consistent, experiments, git, make_project, ratchet
 from ratchet.environment import child_environment
@@ -62,14 +62,6 @@ def run(
 def python(code: str) -> str:
     """A shell command running `code` with the image's python."""
     return "python -c " + shlex.quote(code)
-
-
-def wait_for(path: Path) -> None:
-    """Wait until the container signals, by creating `path` in its worktree."""
-    deadline = time.monotonic() + EVENT_TIMEOUT
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.05)
 
 
 def containers_named(name: str) -> list[str]:
@@ -170,7 +162,7 @@ def test_the_budget_kills_a_hanging_command_and_removes_its_container(
         "open('started', 'w').close(); time.sleep(600)"
     )
     thread, results = in_thread(lambda: run(sandbox, python(code), slot, budget=5.0))
-    wait_for(slot / "started")
+    wait_for(slot / "started", timeout=EVENT_TIMEOUT)
     [name] = sandbox.names
     assert containers_named(name) == [name]  # it runs, and the lookup would find it
     thread.join(timeout=60)
@@ -197,7 +189,7 @@ def test_a_container_left_by_a_killed_ratchet_goes_with_the_slots_next_command(
     hang = python("import time; open('started', 'w').close(); time.sleep(600)")
     killed = subprocess.Popen([sys.executable, "-c", ORPHAN, docker_image, str(slot), hang])
     try:
-        wait_for(slot / "started")
+        wait_for(slot / "started", timeout=EVENT_TIMEOUT)
     finally:
         killed.kill()  # ratchet itself, killed outright mid-measurement
         killed.wait()
@@ -343,7 +335,7 @@ def test_secrets_go_in_by_name_and_never_appear_in_argv(docker_image: str, slot:
     sandbox = DockerSandbox(docker_image)
     thread, results = in_thread(lambda: run(sandbox, python(code), slot, env, pidfile=pidfile))
     try:
-        wait_for(slot / "ready")
+        wait_for(slot / "ready", timeout=EVENT_TIMEOUT)
         cli = int(pidfile.read_text())  # the group leader: the shell exec'd the CLI
         argv = Path(f"/proc/{cli}/cmdline").read_bytes().split(b"\0")
         assert b"run" in argv and b"API_TOKEN" in argv  # `-e API_TOKEN`: the name only

@@ -14,15 +14,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
-from collections.abc import Callable
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_llm import FakeLLM, tool_call
+from processes import wait_until
 
 from conftest import git, ratchet
 
@@ -285,13 +284,6 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
 def test_a_runner_stopping_the_agent_stops_its_running_command(tmp_path: Path) -> None:
     """A command runs in a process group of its own (so that its timeout kills it
@@ -313,7 +305,7 @@ def test_a_runner_stopping_the_agent_stops_its_running_command(tmp_path: Path) -
         )  # fmt: skip
         try:
             pidfile = workspace / "command.pid"
-            _wait_for(lambda: pidfile.is_file() and pidfile.read_text().strip() != "",
+            wait_until(lambda: pidfile.is_file() and pidfile.read_text().strip() != "",
                       "the command to start")  # fmt: skip
             command = int(pidfile.read_text())
             assert os.getpgid(command) == command != os.getpgid(agent.pid)
@@ -323,7 +315,7 @@ def test_a_runner_stopping_the_agent_stops_its_running_command(tmp_path: Path) -
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(agent.pid, signal.SIGKILL)
     assert agent.returncode == 128 + signal.SIGTERM
-    _wait_for(lambda: not _running(command), "the command's group to be killed")
+    wait_until(lambda: not _running(command), "the command's group to be killed")
     # the model call it made is counted, and the trace shows the command it was running
     assert "tokens: input=100 output=10 calls=1" in out
     last = json.loads(trajectory.read_text())["steps"][-1]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import wait_until
 
 from conftest import experiments, git, make_project, ratchet
 from ratchet.spec import MetricSpec, Spec, SpecError, parse_spec
@@ -270,10 +271,9 @@ def test_a_lost_worker_is_retried_once(
     m, attempts = _measure_killing(executor, slot, head, tmp_path / "twice", kills=2)
     assert len(attempts) == 2 and m.status == "crash"
     assert "the Ray worker running the measurement was lost" in m.why
-    deadline = time.monotonic() + 10  # the killed workers' commands did not run on
-    while any(_alive(command) for _, command in attempts) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(command) for _, command in attempts)
+    # the killed workers' commands did not run on
+    wait_until(lambda: not any(_alive(command) for _, command in attempts),
+               "the killed workers' commands to end", timeout=10)  # fmt: skip
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks processes through /proc")
@@ -295,10 +295,8 @@ def test_interrupt_cancels_what_is_in_flight(
     assert m.status == "crash" and "interrupted" in m.why
     command_pid = int(marker.read_text().split()[1])
     assert len(marker.read_text().splitlines()) == 1  # a cancelled task is not retried
-    deadline = time.monotonic() + 10
-    while _alive(command_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(command_pid) and not executor.in_flight
+    wait_until(lambda: not _alive(command_pid), "the cancelled command to end", timeout=10)
+    assert not executor.in_flight
 
 
 def test_a_shared_path_and_the_fallback_to_shipping(
