@@ -23,6 +23,7 @@ from ratchet.gates import check_gates, parse_gates
 from ratchet.integrity import compare_digests, digest_protected
 from ratchet.journal import Journal
 from ratchet.measure import Measurement, budget_warning, format_seconds, measure_candidate
+from ratchet.noise_model import noise_from_rows
 from ratchet.policy import Greedy, NoiseAware, NoiseModel, compare, improvement
 from ratchet.sandbox import Sandbox, pidfile_for
 from ratchet.spec import Spec
@@ -86,23 +87,13 @@ class Judge:
         """Stop what runs outside the slots' process groups (a suite's trials)."""
 
     def _rebuild_noise(self) -> None:
-        """A resumed run's noise estimate: the same measurements that built it first.
-
-        Those are the baseline's, and a kept candidate's from its first confirmation on
-        (those before it decided the keep, and were selected on their value).
-        """
+        """A resumed run's noise estimate: the same measurements that built it first."""
         baseline = self.journal.baseline(self.run)
-        confirmed: set[int] = set()
-        paired = self.spec.policy.paired_seeds
-        for experiment, status, value, seed in self.journal.measurement_rows(self.run):
-            key = str(experiment)
-            self.taken[key] = self.taken.get(key, 0) + 1
-            if status == "confirm":
-                confirmed.add(experiment)
-            is_baseline = baseline is not None and experiment == baseline.id
-            at = self.noise.tick()  # every measurement takes its time, used or not
-            if status in ("ok", "confirm") and (is_baseline or experiment in confirmed):
-                self.noise.add(key, value, seed if paired else None, at)
+        rows = self.journal.measurement_rows(self.run)
+        for experiment, _, _, _ in rows:
+            self.taken[str(experiment)] = self.taken.get(str(experiment), 0) + 1
+        self.noise = noise_from_rows(rows, baseline.id if baseline else None,
+                                     self.spec.policy.paired_seeds)  # fmt: skip
 
     def seed(self, key: str, k: int | None = None) -> int:
         """Paired: the k-th measurement of every commit gets seed k. Otherwise a hash of

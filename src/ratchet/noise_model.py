@@ -142,3 +142,22 @@ class NoiseModel:
         if df >= TREND_MIN_DF and self._stt > 0:
             df, ss = df - 1, max(ss - self._sty**2 / self._stt, 0.0)
         return Noise(math.sqrt(ss / df), df)
+
+
+def noise_from_rows(
+    rows: list[tuple[int, str, float, int]], baseline: int | None, paired: bool
+) -> NoiseModel:
+    """A run's noise model rebuilt from its journal: the same measurements that built it.
+
+    `rows` are (experiment, status, value, seed), oldest first. In: the baseline's, and a
+    kept candidate's from its first confirmation on (it is then an incumbent; those
+    before decided the keep, selected on their value). Every row takes its time.
+    """
+    model, confirmed = NoiseModel(), set[int]()
+    for experiment, status, value, seed in rows:
+        at = model.tick()
+        if status == "confirm":
+            confirmed.add(experiment)
+        if status in ("ok", "confirm") and (experiment == baseline or experiment in confirmed):
+            model.add(str(experiment), value, seed if paired else None, at)
+    return model

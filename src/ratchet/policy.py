@@ -45,13 +45,14 @@ from ratchet.noise_model import average as _mean
 Goal = Literal["minimize", "maximize"]
 Verdict = Literal["keep", "discard"]
 
-FUTILITY_T = 0.7  # at the first look, a t below this ends the test (always applied)
-FUTILITY_STEP = 0.3  # ... and the futility line rises by this at each later look
+FUTILITY_T = 0.8  # at the first look, a t below this ends the test (always applied)
+FUTILITY_STEP = 0.25  # ... and the futility line rises by this at each later look
 SCREEN_MIN_N = 3  # no screen against an incumbent measured fewer times (a new one)
 SCREEN_WINDOW = 6  # the incumbent's latest measurements, the screen's reference
 OWN_SPREAD_N = 3  # from this many measurements a candidate's own spread can widen its se
 MIN_KEEP_N = 2  # no keep on one measurement: one outlier must not carry it
 CONFIRMATIONS = 1  # fresh measurements of a keep, at which it is recorded
+MAX_LOOKS = 10  # the default most measurements of one candidate ([policy] max_repeats)
 
 
 def improvement(candidate: float, incumbent: float, goal: Goal) -> float:
@@ -146,7 +147,7 @@ class NoiseAware:
 
     confidence: float = 0.99
     min_delta: float = 0.0
-    max_measurements: int = 6
+    max_measurements: int = MAX_LOOKS
     name: str = "noise-aware"
 
     @property
@@ -179,7 +180,7 @@ class NoiseAware:
 
 
 def policy_for(kind: str, confidence: float = 0.99, min_delta: float = 0.0,
-               max_measurements: int = 6) -> Greedy | NoiseAware:  # fmt: skip
+               max_measurements: int = MAX_LOOKS) -> Greedy | NoiseAware:  # fmt: skip
     if kind == "greedy":
         return Greedy()
     return NoiseAware(confidence, min_delta, max_measurements)

@@ -239,20 +239,13 @@ def noise(
     journal: Journal, run: str, confidence: float, min_delta: float, max_repeats: int,
     paired: bool = False,
 ) -> NoiseFigures:  # fmt: skip
-    """The run's noise as its judge estimates it: the baseline's measurements, and each
-    keep's from its first confirmation on (`judging.Judge._rebuild_noise`)."""
-    from ratchet.policy import NoiseAware, NoiseModel
+    """The run's noise as its judge estimates it (`noise_model.noise_from_rows`)."""
+    from ratchet.noise_model import noise_from_rows
+    from ratchet.policy import NoiseAware
 
-    model = NoiseModel()
     baseline = journal.baseline(run)
-    confirmed: set[int] = set()
-    for experiment, status, value, seed in journal.measurement_rows(run):
-        if status == "confirm":
-            confirmed.add(experiment)
-        at = model.tick()
-        is_baseline = baseline is not None and experiment == baseline.id
-        if status in ("ok", "confirm") and (is_baseline or experiment in confirmed):
-            model.add(str(experiment), value, seed if paired else None, at)
+    rows = journal.measurement_rows(run)
+    model = noise_from_rows(rows, baseline.id if baseline else None, paired)
     estimate = model.estimate
     smallest = NoiseAware(confidence, min_delta, max_repeats).smallest_detectable(estimate)
     return NoiseFigures(estimate.sd, estimate.df, None if math.isinf(smallest) else smallest)
