@@ -7,7 +7,8 @@ noise of sd 1 (Gaussian, Student-t(3) scaled to sd 1, or Gaussian with 5% outlie
 candidates is truly better than its parent by EFFECT sd; the rest change nothing, so
 their keeps are false keeps.
 
-    python bench/noise.py [--runs 400] [--trials 60] [--seed 0] [--json PATH]
+    python bench/noise.py [--runs 1000] [--trials 60] [--seed 0] [--json PATH]
+                          [--max-repeats 10] [--screen 0.8] [--futility-step 0.25]
 
 Measurements per trial count every measurement: the baseline's, the candidates', the
 incumbent's interleaved ones and each keep's confirmation.
@@ -26,10 +27,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ratchet import policy as ratchet_policy
 from ratchet.engine import BASELINE_REPEATS
 from ratchet.policy import Greedy, NoiseAware, NoiseModel, compare
 
-RUNS = 400
+RUNS = 1000
 TRIALS = 60
 
 
@@ -198,11 +200,18 @@ def main() -> int:
     parser.add_argument("--only", help="only the conditions whose name contains this")
     parser.add_argument("--breakdown", action="store_true",
                         help="also print where the measurements go, by trial class and phase")  # fmt: skip
+    # what-if: the designs BENCHMARKS.md compares (the defaults are ratchet's own)
+    parser.add_argument("--max-repeats", type=int, default=NoiseAware().max_measurements)
+    parser.add_argument("--screen", type=float, default=ratchet_policy.FUTILITY_T,
+                        help="the futility line at look 1 (the screen)")  # fmt: skip
+    parser.add_argument("--futility-step", type=float, default=ratchet_policy.FUTILITY_STEP,
+                        help="how much the futility line rises at each later look")  # fmt: skip
     args = parser.parse_args()
+    ratchet_policy.FUTILITY_T, ratchet_policy.FUTILITY_STEP = args.screen, args.futility_step
     began = time.perf_counter()
     policies: dict[str, Greedy | NoiseAware] = {
         "greedy": Greedy(),
-        "noise-aware": NoiseAware(args.confidence),
+        "noise-aware": NoiseAware(args.confidence, max_measurements=args.max_repeats),
     }
     results: dict[str, dict[str, dict[str, float]]] = {}
     print(f"{args.runs} simulated runs of {args.trials} trials; noise of sd 1 per measurement")
