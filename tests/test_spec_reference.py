@@ -57,3 +57,12 @@ def test_the_reference_names_no_key_the_model_lacks() -> None:
         rows = re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.MULTILINE)
         extra += [f"[{section}] {key}" for key in rows if key not in models[section].model_fields]
     assert not extra, f"docs/spec.md documents keys the spec does not have: {', '.join(extra)}"
+
+
+def test_the_spec_and_the_policy_agree_on_the_default_looks() -> None:
+    """The spec model does not import the policy (start-up time), so the default lives twice."""
+    from ratchet.policy import NoiseAware
+    from ratchet.specmodel import PolicySpec
+
+    assert PolicySpec().max_repeats == NoiseAware().max_measurements
+    assert f"| `max_repeats` | `{PolicySpec().max_repeats}` |" in REFERENCE.read_text()

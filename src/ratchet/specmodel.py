@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from wcmatch import glob
 
-from ratchet.policy import MAX_LOOKS
 from ratchet.regions import BUILTIN_MARKERS, REGION_NAME, split_entry
 
 DEFAULT_RUN_NAME = "default"
@@ -225,7 +224,7 @@ class PolicySpec(_Section):
     kind: Literal["noise-aware", "greedy"] = "noise-aware"
     confidence: float = Field(default=0.99, gt=0.5, lt=1)
     min_delta: float = Field(default=0.0, ge=0)
-    max_repeats: int = Field(default=MAX_LOOKS, ge=2, le=100)
+    max_repeats: int = Field(default=10, ge=2, le=100)  # policy.MAX_LOOKS
     baseline_repeats: int = Field(default=3, ge=2, le=100)
     paired_seeds: bool = False
 
