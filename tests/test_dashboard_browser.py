@@ -14,13 +14,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import wait_for
+from processes import wait_for, wait_until
 
 from conftest import GIT_ENV, git
 from view_support import HOSTILE, start_dashboard, stop, view_project
@@ -49,14 +48,16 @@ def rows(project: Path, query: str, *args: Any) -> list[tuple[Any, ...]]:
 
 def wait_for_decision(project: Path, experiment: int, run: subprocess.Popen[str]) -> str:
     """Wait on the journal until `experiment` is decided; its decision."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
+
+    def decision() -> str | None:
         found = rows(project, "SELECT decision FROM experiments WHERE id = ?", experiment)
-        if found and found[0][0] is not None:
-            return str(found[0][0])
-        assert run.poll() is None, run.stderr.read() if run.stderr else ""
-        time.sleep(0.05)
-    raise AssertionError(f"experiment #{experiment} was never decided")
+        return str(found[0][0]) if found and found[0][0] is not None else None
+
+    wait_until(lambda: decision() is not None or run.poll() is not None,
+               f"experiment #{experiment} to be decided", 240)  # fmt: skip
+    decided = decision()
+    assert decided is not None, run.stderr.read() if run.stderr else ""
+    return decided
 
 
 @pytest.fixture(scope="module")

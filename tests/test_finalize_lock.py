@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from processes import wait_until
 
 from conftest import GIT_ENV, git, ratchet
 from ratchet.runs import run_lock
@@ -36,11 +37,8 @@ print(f"score: {{(X - 2) ** 2}}")
 
 
 def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
+    wait_until(lambda: path.exists() or process.poll() is not None, f"{path} to appear", timeout)
+    assert path.exists(), process.communicate()
 
 
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:

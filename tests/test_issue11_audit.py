@@ -15,37 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import experiments, make_project, ratchet
+from noisy_support import noisy_project
+
+from conftest import experiments, ratchet
 from ratchet.policy import NoiseAware, NoiseModel, compare
-
-# loss = 5 * (X - 2)^2 + N(0, 1), seeded by $RATCHET_SEED
-NOISY_SCORE = """
-import os, random
-from value import X
-r = random.Random(int(os.environ["RATCHET_SEED"]))
-print(f"loss: {5 * (X - 2) ** 2 + r.gauss(0, 1):.6f}")
-"""
-
-
-def _noisy_project(tmp_path: Path, propose: str, extra: str = "", runs: int = 1) -> Path:
-    spec = f"""
-[sandbox]
-kind = "process"
-[scope]
-editable = ["value.py"]
-protected = ["score.py"]
-[metric]
-command = "{sys.executable} score.py"
-name = "loss"
-budget = "20s"
-[run]
-max_experiments = {runs}
-{extra}
-[proposer]
-kind = "command"
-command = '''{propose}'''
-"""
-    return make_project(tmp_path / "p", {"value.py": "X = 5\n", "score.py": NOISY_SCORE}, spec)
 
 
 # `ratchet noise` only makes decisions better ---------------------------------------------
@@ -112,7 +85,7 @@ ADVICE = (
 
 
 def test_noise_over_min_delta_is_said_at_the_baseline_with_what_to_do(tmp_path: Path) -> None:
-    project = _noisy_project(tmp_path, "true", extra="[policy]\nmin_delta = 0.2")
+    project = noisy_project(tmp_path, "true", run_extra="[policy]\nmin_delta = 0.2")
     assert ratchet(project, "run").returncode == 0
     why = experiments(project)[0]["why"]
     assert re.search(
@@ -129,7 +102,9 @@ def test_noise_over_min_delta_is_said_at_the_baseline_with_what_to_do(tmp_path: 
 def test_noise_over_what_is_left_to_the_target_is_said_by_ratchet_noise(tmp_path: Path) -> None:
     # the baseline: 45, sd 1; paired seeds make the draws the same in every run, so the
     # estimate (and whether the warning is due) does not vary from run to run
-    project = _noisy_project(tmp_path, "true", extra="target = 43\n[policy]\npaired_seeds = true")
+    project = noisy_project(
+        tmp_path, "true", run_extra="target = 43\n[policy]\npaired_seeds = true"
+    )
     noise = ratchet(project, "noise", "--repeats", "3")
     assert noise.returncode == 0, noise.stderr
     assert "left to the target" in noise.stdout, noise.stdout
@@ -138,7 +113,9 @@ def test_noise_over_what_is_left_to_the_target_is_said_by_ratchet_noise(tmp_path
 def test_noise_over_what_is_left_to_the_target_is_said_at_the_baseline(tmp_path: Path) -> None:
     # the baseline: 45, sd 1; paired seeds make the draws the same in every run, so the
     # estimate (and whether the warning is due) does not vary from run to run
-    project = _noisy_project(tmp_path, "true", extra="target = 43\n[policy]\npaired_seeds = true")
+    project = noisy_project(
+        tmp_path, "true", run_extra="target = 43\n[policy]\npaired_seeds = true"
+    )
     assert ratchet(project, "run").returncode == 0
     why = experiments(project)[0]["why"]
     assert "; warning: the smallest improvement this noise lets a keep prove is " in why, why
@@ -147,7 +124,7 @@ def test_noise_over_what_is_left_to_the_target_is_said_at_the_baseline(tmp_path:
 
 
 def test_no_warning_where_a_keep_is_within_reach(tmp_path: Path) -> None:
-    project = _noisy_project(tmp_path, "true", extra="[policy]\nmin_delta = 50")
+    project = noisy_project(tmp_path, "true", run_extra="[policy]\nmin_delta = 50")
     assert ratchet(project, "run").returncode == 0
     assert "warning" not in experiments(project)[0]["why"]
 
@@ -172,7 +149,7 @@ def test_every_why_states_its_statistic_threshold_and_measurements(tmp_path: Pat
         f'{sys.executable} -c "import random; x = random.choice([5, 5, 5, 4]); '
         "open('value.py', 'w').write(f'X = {x} # {random.random()}\\n')\""
     )
-    project = _noisy_project(tmp_path, propose, runs=8)
+    project = noisy_project(tmp_path, propose, experiments_=8)
     assert ratchet(project, "run").returncode == 0
     db = sqlite3.connect(project / ".ratchet" / "journal.db")
     checked = 0

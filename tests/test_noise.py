@@ -13,42 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from noisy_support import NOISY_SCORE, noisy_project
 
-from conftest import experiments, git, make_project, ratchet
+from conftest import experiments, git, ratchet
 from holdout_support import holdout_project
 from ratchet.policy import Judgement, NoiseAware, NoiseModel, compare
-
-# loss = 5 * (X - 2)^2 + N(0, 1): X = 2 is a real improvement of about 45 sd over X = 5
-NOISY_SCORE = """
-import os, random
-from value import X
-r = random.Random(int(os.environ["RATCHET_SEED"]))
-print(f"seed: {os.environ['RATCHET_SEED']}")
-print(f"loss: {5 * (X - 2) ** 2 + r.gauss(0, 1):.6f}")
-"""
-
-
-def noisy_project(tmp_path: Path, propose: str, extra: str = "", experiments_: int = 1,
-                  files: dict[str, str] | None = None) -> Path:  # fmt: skip
-    spec = f"""
-[sandbox]
-kind = "process"
-[scope]
-editable = ["value.py"]
-protected = ["score.py"]
-[metric]
-command = "{sys.executable} score.py"
-name = "loss"
-budget = "20s"
-{extra}
-[run]
-max_experiments = {experiments_}
-[proposer]
-kind = "command"
-command = '''{propose}'''
-"""
-    all_files = {"value.py": "X = 5\n", "score.py": NOISY_SCORE, **(files or {})}
-    return make_project(tmp_path / "p", all_files, spec)
 
 
 def measurements(project: Path, experiment: int) -> list[dict[str, object]]:

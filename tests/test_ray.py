@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import wait_until
+from processes import wait_for, wait_until
 
 from conftest import experiments, git, make_project, ratchet
 from ratchet.spec import MetricSpec, Spec, SpecError, parse_spec
@@ -283,8 +283,7 @@ def test_interrupt_cancels_what_is_in_flight(
     marker = tmp_path / "marker"
 
     def interrupt_once_started() -> None:
-        while not marker.exists():
-            time.sleep(0.05)
+        wait_for(marker)
         executor.interrupt()
 
     thread = threading.Thread(target=interrupt_once_started)

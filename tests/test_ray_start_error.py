@@ -4,41 +4,30 @@ what to do, exit 1: not "ratchet's own error ... Please report it"."""
 from __future__ import annotations
 
 import sqlite3
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import make_project, ratchet
+from conftest import ratchet
 
 pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install 'ratchet-loop[ray]'")
 
-SPEC = """
-[sandbox]
-kind = "process"
-[scope]
-editable = ["value.py"]
-[metric]
-command = "{python} -c 'print(\\"score: 1\\")'"
-name = "score"
-[run]
-max_experiments = 1
+EXECUTOR = """
 [executor]
 kind = "ray"
 parallel = 1
-[proposer]
-kind = "command"
-command = "true"
 """
 
 
-def test_a_local_cluster_that_cannot_start_is_one_line_with_what_to_do(tmp_path: Path) -> None:
+def test_a_local_cluster_that_cannot_start_is_one_line_with_what_to_do(
+    tmp_path: Path, score_project: Callable[..., Path]
+) -> None:
     """Ray's temporary folder under a regular file: its local cluster fails at once, with
     an OSError from inside `ray.init` (a startup timeout takes 30 s and more to show)."""
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    project = make_project(tmp_path / "p", {"value.py": "X = 1\n"},
-                           SPEC.format(python=sys.executable))  # fmt: skip
+    project = score_project("true", extra=EXECUTOR)
     env = {"RAY_TMPDIR": str(blocker / "ray"), "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": ""}  # fmt: skip
     result = ratchet(project, "run", env=env)

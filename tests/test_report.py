@@ -7,10 +7,10 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from processes import wait_until
 
 from conftest import GIT_ENV, ratchet
 from view_support import HOSTILE, view_project
@@ -119,15 +119,10 @@ def test_report_reads_the_journal_while_a_run_goes_on(tmp_path: Path) -> None:
                            env={**os.environ, **GIT_ENV}, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
         # waiting on the journal: the second proposal's row, stage proposing
-        while time.monotonic() < deadline:
-            if proposing(project, 3):
-                break
-            assert run.poll() is None, run.stderr.read() if run.stderr else ""
-            time.sleep(0.05)
-        else:
-            raise AssertionError("the run never reached its second proposal")
+        wait_until(lambda: proposing(project, 3) or run.poll() is not None,
+                   "the run to reach its second proposal", 240)  # fmt: skip
+        assert run.poll() is None, run.stderr.read() if run.stderr else ""
         result = ratchet(project, "report")
         assert result.returncode == 0, result.stderr
         text = (project / ".ratchet" / "reports" / "default" / "report.md").read_text()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from processes import adopting, command_line, living_descendants
+from processes import adopting, command_line, living_descendants, wait_until
 
 from conftest import git, make_project
 from ratchet.errors import UsageError
@@ -308,15 +308,6 @@ def _marked(marker: str) -> list[int]:
     return [p for p in living_descendants() if command_line(p) == f"sleep {marker}"]
 
 
-def _wait_for(predicate: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
-
-
 LAYERS = [
     pytest.param(lambda: ProcessSandbox(), id="process"),
     pytest.param(lambda: BwrapSandbox(PROTECTED), id="bwrap", marks=needs_bwrap),
@@ -337,12 +328,12 @@ def test_budget_kills_a_tree_that_ignores_sigterm(make: Callable[[], Sandbox], s
     with adopting():
         thread = threading.Thread(target=target)
         thread.start()
-        assert _wait_for(lambda: len(_marked(marker)) == 2, 5), "the tree never started"
+        wait_until(lambda: len(_marked(marker)) == 2, "both sleeps of the tree to start", 5)
         thread.join(15)
         assert not thread.is_alive()
         assert results[0].timed_out and results[0].returncode is None
         assert 1.5 <= results[0].duration < 5
-        assert _wait_for(lambda: not _marked(marker), 2), f"survivors: {_marked(marker)}"
+        wait_until(lambda: not _marked(marker), "every marked process to end", 2)
     assert pidfile.read_text().strip().isdigit()
     if layer.name == "process":  # same PID namespace: the grandchild's own pid is gone
         pid = int(pidfile.read_text())
@@ -368,7 +359,7 @@ def test_bwrap_kills_a_child_that_left_the_process_group(slot: Path) -> None:
         result = run(BwrapSandbox(PROTECTED), _escaping(marker), slot)
         assert result.returncode == 0
         assert (slot / "escaped.pid").read_text().strip()  # it did leave the group
-        assert _wait_for(lambda: not _marked(marker), 2), f"survivors: {_marked(marker)}"
+        wait_until(lambda: not _marked(marker), "every marked process to end", 2)
 
 
 def test_process_layer_lets_a_setsid_child_escape(slot: Path) -> None:
@@ -376,7 +367,7 @@ def test_process_layer_lets_a_setsid_child_escape(slot: Path) -> None:
     marker = f"{700 + uuid.uuid4().int % 99}.{uuid.uuid4().int % 10**6:06}"
     with adopting():  # the escaped child is re-parented to this test, and killed after
         run(ProcessSandbox(), _escaping(marker), slot)
-        assert _wait_for(lambda: len(_marked(marker)) == 1, 5), "no child escaped"
+        wait_until(lambda: len(_marked(marker)) == 1, "one child to outlive the sandbox", 5)
 
 
 @needs_bwrap
@@ -393,10 +384,10 @@ def test_the_sandbox_dies_with_a_killed_ratchet(slot: Path) -> None:
     with adopting():
         parent = subprocess.Popen([sys.executable, "-c", script, str(slot)])
         try:
-            assert _wait_for(lambda: len(_marked(marker)) == 2, 10), "the sandbox never started"
+            wait_until(lambda: len(_marked(marker)) == 2, "both sleeps in the sandbox to start", 10)
             parent.kill()
             parent.wait()
-            assert _wait_for(lambda: not _marked(marker), 3), f"survivors: {_marked(marker)}"
+            wait_until(lambda: not _marked(marker), "every marked process to end", 3)
         finally:
             parent.kill()
             parent.wait()
